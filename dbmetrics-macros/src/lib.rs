@@ -1,0 +1,117 @@
+//! Procedural macros of [dbmetrics](https://docs.rs/dbmetrics). Use them through the
+//! `dbmetrics` crate, which re-exports them and the runtime their expansion calls
+//! (`::dbmetrics::__private`).
+
+#![warn(missing_docs)]
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, ItemFn, parse_macro_input};
+
+mod attr;
+mod derive;
+mod expand;
+
+/// Records one call of the function as a tracked query: its duration in
+/// `{service}_database_query_duration_seconds{operation, table, result}` and, when it fails,
+/// `{service}_database_errors_total{operation, table, error_type}`.
+///
+/// ```ignore
+/// #[track_query(select, "content")]                  // operation ident (or "select"), table
+/// #[track_query(insert)]                             // table from #[tracked(table = "...")]
+/// #[track_query(op = "update", table = "content", name = "touch")]
+/// #[track_query(select, "content", metrics = metrics)]  // free fn: name the metrics
+/// ```
+///
+/// Arguments:
+/// - operation (first, or `op = ...`): one of `select`, `insert`, `update`, `delete`, `upsert`,
+///   `copy`, `call`, `ddl`, `other`; anything else is a compile error at the typo;
+/// - table (second, or `table = "..."`): a string literal; a method of a
+///   `#[derive(TrackedRepository)]` struct with `#[tracked(table = "...")]` may leave it out;
+/// - `name = "..."`: the function name used in the slow-query log (default: the fn's name);
+/// - `metrics = <expr>`: what to record into (anything implementing `QueryMetrics`, e.g. a
+///   `&DatabaseMetrics` parameter); required when there is no `self`, else `self` must derive
+///   `TrackedRepository`.
+///
+/// Works on `async fn` and plain `fn`, with any receiver, generics and `impl Trait`; the
+/// signature is kept as written. `result` is `success` unless the function returns `Err`
+/// (`error`, classified by `ClassifyError` or the error's `source()` chain), panics (`error`,
+/// `error_type="panic"`; the panic continues) or its future is dropped before it finished
+/// (`cancelled`).
+#[proc_macro_attribute]
+pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = parse_macro_input!(args as attr::QueryArgs);
+    let item = match parse_fn(item, "track_query") {
+        Ok(item) => item,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    expand::track_query(args, item)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Records one call of the function as a tracked transaction:
+/// `{service}_database_transaction_duration_seconds{transaction, result}`,
+/// `{service}_database_transactions_total{transaction, result}` and, when it fails,
+/// `{service}_database_errors_total{operation="transaction", table=<name>, error_type}`.
+///
+/// ```ignore
+/// #[track_transaction("archive_content")]
+/// #[track_transaction]                                    // named after the function
+/// #[track_transaction("nightly", metrics = metrics)]      // free fn: name the metrics
+/// ```
+///
+/// Tracked queries called inside record as well. The rules for receivers, results,
+/// cancellation and panics are those of `#[track_query]`.
+#[proc_macro_attribute]
+pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = parse_macro_input!(args as attr::TransactionArgs);
+    let item = match parse_fn(item, "track_transaction") {
+        Ok(item) => item,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    expand::track_transaction(args, item)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Lets `#[track_query]` methods record through `self`.
+///
+/// The metrics field is the one marked `#[metrics]`, else the one field whose type is
+/// `DatabaseMetrics`; its type must implement `QueryMetrics` (`DatabaseMetrics`,
+/// `NoopMetrics`, `InMemoryMetrics`, `Arc<dyn QueryMetrics>`, ...). `#[tracked(table = "...")]`
+/// on the struct sets the table of methods whose `#[track_query]` names none.
+///
+/// ```ignore
+/// #[derive(Clone, TrackedRepository)]
+/// #[tracked(table = "content")]
+/// struct ContentRepository {
+///     pool: deadpool_postgres::Pool,
+///     #[metrics]
+///     metrics: DatabaseMetrics,
+/// }
+/// ```
+#[proc_macro_derive(TrackedRepository, attributes(metrics, tracked))]
+pub fn derive_tracked_repository(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    derive::tracked_repository(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+fn parse_fn(item: TokenStream, macro_name: &str) -> syn::Result<ItemFn> {
+    let tokens = proc_macro2::TokenStream::from(item);
+    syn::parse2::<ItemFn>(tokens.clone()).map_err(|_| {
+        let span = tokens
+            .into_iter()
+            .next()
+            .map(|t| t.span())
+            .unwrap_or_else(proc_macro2::Span::call_site);
+        syn::Error::new(
+            span,
+            format!(
+                "#[{macro_name}] goes on a function or method with a body, e.g. \
+                 `async fn get(&self, id: i64) -> Result<Row, Error> {{ ... }}`"
+            ),
+        )
+    })
+}

@@ -1,0 +1,243 @@
+//! Error classification: every error becomes one bounded `error_type` label value.
+//!
+//! PostgreSQL errors are named by their SQLSTATE condition (`unique_violation`,
+//! `serialization_failure`, ...; the full table of PostgreSQL's Appendix A). Errors without a
+//! SQLSTATE become `connection_closed`, `connection`, `pool_timeout`, `pool_closed`, or `other`.
+//! The label never holds SQL text, parameter values or driver messages.
+
+use std::error::Error as StdError;
+
+use deadpool_postgres::PoolError;
+
+/// The connection was closed (by the server, a proxy, or the client side shutting down).
+pub const CONNECTION_CLOSED: &str = "connection_closed";
+/// Could not connect or talk to the server (I/O error, connect timeout, TLS).
+pub const CONNECTION: &str = "connection";
+/// The pool did not hand out a connection in time (any stage: wait, create, recycle).
+pub const POOL_TIMEOUT: &str = "pool_timeout";
+/// The pool was closed.
+pub const POOL_CLOSED: &str = "pool_closed";
+/// The tracked body panicked.
+pub const PANIC: &str = "panic";
+/// Anything else (conversion errors, user errors that do not classify themselves).
+pub const OTHER: &str = "other";
+
+/// An error type that knows its `error_type` label.
+///
+/// Implement it for your repository's error enum so that `#[track_query]` reports the right
+/// class; delegate to [`classify`] for the variants that wrap a driver error:
+///
+/// ```
+/// use dbmetrics_runtime::classify::{classify, ClassifyError};
+///
+/// #[derive(Debug)]
+/// enum RepoError {
+///     Db(tokio_postgres::Error),
+///     NotFound,
+/// }
+///
+/// impl ClassifyError for RepoError {
+///     fn error_type(&self) -> &'static str {
+///         match self {
+///             RepoError::Db(e) => classify(e),
+///             RepoError::NotFound => "not_found",
+///         }
+///     }
+/// }
+/// ```
+///
+/// Error types that do not implement it are still classified: when they implement
+/// `std::error::Error`, their `source()` chain is searched for a `tokio_postgres::Error`, a
+/// deadpool `PoolError` or an `io::Error`; otherwise the class is `other`.
+///
+/// The returned value is a label value: keep it to a small, fixed set of `snake_case` words.
+pub trait ClassifyError {
+    /// The `error_type` label for this error.
+    fn error_type(&self) -> &'static str;
+}
+
+impl ClassifyError for tokio_postgres::Error {
+    fn error_type(&self) -> &'static str {
+        classify_postgres(self)
+    }
+}
+
+impl ClassifyError for PoolError {
+    fn error_type(&self) -> &'static str {
+        classify_pool(self)
+    }
+}
+
+impl ClassifyError for std::io::Error {
+    fn error_type(&self) -> &'static str {
+        CONNECTION
+    }
+}
+
+impl ClassifyError for Box<dyn StdError + Send + Sync + 'static> {
+    fn error_type(&self) -> &'static str {
+        classify(&**self)
+    }
+}
+
+impl ClassifyError for Box<dyn StdError + 'static> {
+    fn error_type(&self) -> &'static str {
+        classify(&**self)
+    }
+}
+
+/// Classifies any error: the first `tokio_postgres::Error`, deadpool `PoolError`,
+/// `tokio_postgres::error::DbError` or `io::Error` in its `source()` chain decides; else `other`.
+///
+/// A `#[error(transparent)]` wrapper hides the wrapped error itself from the chain (it shows
+/// the wrapped error's source instead): server errors are still found through their `DbError`,
+/// but a transparent pool timeout or closed connection is not. Wrap with `#[error("...")]` and
+/// `#[from]`/`#[source]`, or implement [`ClassifyError`], to keep those classes.
+pub fn classify(err: &(dyn StdError + 'static)) -> &'static str {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+            return classify_postgres(pg);
+        }
+        if let Some(pool) = e.downcast_ref::<PoolError>() {
+            return classify_pool(pool);
+        }
+        // `#[error(transparent)]` wrappers of a driver error expose its source, the server's
+        // error, directly.
+        if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
+            return sqlstate_name(db.code().code());
+        }
+        if e.is::<std::io::Error>() {
+            return CONNECTION;
+        }
+        current = e.source();
+    }
+    OTHER
+}
+
+/// The condition name of a SQLSTATE code (`"23505"` → `"unique_violation"`). An unknown code
+/// falls back to its class (`"23xyz"` → `"integrity_constraint_violation"`), then to `other`.
+pub fn sqlstate_name(code: &str) -> &'static str {
+    if let Some(name) = crate::sqlstate::condition_name(code) {
+        return name;
+    }
+    if let Some(class) = code.get(..2) {
+        let mut class_code = [b'0'; 5];
+        class_code[..2].copy_from_slice(class.as_bytes());
+        if let Some(name) = std::str::from_utf8(&class_code)
+            .ok()
+            .and_then(crate::sqlstate::condition_name)
+        {
+            return name;
+        }
+    }
+    OTHER
+}
+
+/// Classifies a `tokio_postgres::Error`.
+pub fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
+    if let Some(code) = err.code() {
+        return sqlstate_name(code.code());
+    }
+    if err.is_closed() {
+        return CONNECTION_CLOSED;
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => CONNECTION_CLOSED,
+                _ => CONNECTION,
+            };
+        }
+        source = e.source();
+    }
+    // tokio-postgres exposes no error kind; its Display names the kind without any
+    // server-provided text for these cases.
+    let text = err.to_string();
+    if text.starts_with("error connecting to server")
+        || text.starts_with("timeout waiting for server")
+        || text.starts_with("error communicating with the server")
+        || text.starts_with("error performing TLS handshake")
+    {
+        return CONNECTION;
+    }
+    OTHER
+}
+
+/// Classifies a deadpool-postgres `PoolError`.
+pub fn classify_pool(err: &PoolError) -> &'static str {
+    match err {
+        PoolError::Timeout(_) => POOL_TIMEOUT,
+        PoolError::Closed => POOL_CLOSED,
+        PoolError::Backend(e) => classify_postgres(e),
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => classify_postgres(e),
+        _ => OTHER,
+    }
+}
+
+/// The stage label of a pool timeout: `wait`, `create` or `recycle`.
+pub fn timeout_stage(kind: deadpool_postgres::TimeoutType) -> &'static str {
+    match kind {
+        deadpool_postgres::TimeoutType::Wait => "wait",
+        deadpool_postgres::TimeoutType::Create => "create",
+        deadpool_postgres::TimeoutType::Recycle => "recycle",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_names() {
+        assert_eq!(sqlstate_name("23505"), "unique_violation");
+        assert_eq!(sqlstate_name("42P01"), "undefined_table");
+        assert_eq!(sqlstate_name("22012"), "division_by_zero");
+        assert_eq!(sqlstate_name("40001"), "serialization_failure");
+        assert_eq!(sqlstate_name("40P01"), "deadlock_detected");
+        assert_eq!(sqlstate_name("57014"), "query_canceled");
+        assert_eq!(sqlstate_name("57P01"), "admin_shutdown");
+        // unknown code in a known class
+        assert_eq!(sqlstate_name("23999"), "integrity_constraint_violation");
+        assert_eq!(sqlstate_name("ZZ999"), "other");
+        assert_eq!(sqlstate_name(""), "other");
+        assert_eq!(sqlstate_name("é"), "other");
+    }
+
+    #[test]
+    fn pool_errors() {
+        assert_eq!(
+            classify_pool(&PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)),
+            "pool_timeout"
+        );
+        assert_eq!(classify_pool(&PoolError::Closed), "pool_closed");
+        assert_eq!(classify_pool(&PoolError::NoRuntimeSpecified), "other");
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapper")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn source_chain_is_searched() {
+        let e = Wrapper(std::io::Error::other("boom"));
+        assert_eq!(classify(&e), "connection");
+        let boxed: Box<dyn StdError + Send + Sync> = Box::new(PoolError::Closed);
+        assert_eq!(boxed.error_type(), "pool_closed");
+        let plain: Box<dyn StdError + Send + Sync> = "nope".into();
+        assert_eq!(plain.error_type(), "other");
+    }
+}

@@ -1,0 +1,106 @@
+//! The runtime of [dbmetrics](https://docs.rs/dbmetrics): everything that runs when a tracked
+//! call records, a pool is polled, or a health check answers.
+//!
+//! Users depend on the `dbmetrics` crate, which re-exports this one with the macros; the
+//! modules are documented there.
+
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod classify;
+pub mod error;
+#[cfg(feature = "exporter")]
+pub mod exporter;
+pub mod memory;
+pub mod monitor;
+pub mod pool;
+pub mod record;
+mod sqlstate;
+pub mod tracker;
+
+pub use catalog::{MetricInfo, MetricKind};
+pub use classify::ClassifyError;
+pub use error::Error;
+pub use memory::InMemoryMetrics;
+pub use monitor::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
+pub use pool::{TrackedConnection, TrackedPool};
+pub use record::{NoopMetrics, Operation, Outcome, QueryMetrics, Sample};
+pub use tracker::{QueryPerformanceTracker, RepositoryMiddleware};
+
+/// A repository whose methods `#[track_query]` can record without `metrics = ...`.
+///
+/// Implemented by `#[derive(TrackedRepository)]`: `metrics()` returns the `#[metrics]` field
+/// (or the one field of type `DatabaseMetrics`), `DEFAULT_TABLE` comes from
+/// `#[tracked(table = "...")]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tracked repository",
+    label = "#[track_query] without `metrics = ...` records through `self`",
+    note = "add #[derive(TrackedRepository)] to `{Self}` (with a #[metrics] field), or name the metrics: #[track_query(select, \"table\", metrics = self.metrics)]"
+)]
+pub trait TrackedRepository {
+    /// The type of the metrics field.
+    type Metrics: QueryMetrics;
+    /// The table used by `#[track_query(op)]` when it names none.
+    const DEFAULT_TABLE: Option<&'static str>;
+    /// The metrics tracked methods record into.
+    fn metrics(&self) -> &Self::Metrics;
+}
+
+/// The repository middleware of the original library: wrap methods of an existing repository
+/// with [`RepositoryMiddleware::repository_method_tracker`].
+pub fn create_repository_middleware(
+    pool: deadpool_postgres::Pool,
+    metrics: DatabaseMetrics,
+) -> RepositoryMiddleware {
+    RepositoryMiddleware::new(pool, metrics)
+}
+
+/// The infrastructure enhancer of the original library: turns pools into [`TrackedPool`]s.
+pub fn create_infrastructure_enhancer(metrics: DatabaseMetrics) -> InfrastructureEnhancer {
+    InfrastructureEnhancer { metrics }
+}
+
+/// Makes tracked pools that record into one service's metrics.
+#[derive(Clone, Debug)]
+pub struct InfrastructureEnhancer {
+    metrics: DatabaseMetrics,
+}
+
+impl InfrastructureEnhancer {
+    /// Wraps `pool` so that its checkouts are counted and timed under `pool="{name}"`.
+    pub fn enhance_pool(&self, pool: deadpool_postgres::Pool, name: &str) -> TrackedPool {
+        TrackedPool::new(pool, self.metrics.clone(), name)
+    }
+}
+
+/// Not public API: used by the code the macros generate.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::TrackedRepository;
+    pub use crate::record::outcome;
+    pub use crate::record::{CallGuard, CallSite, Operation, QueryMetrics};
+
+    /// Borrows a metrics sink (gives a clear error when `m` is not one).
+    #[inline(always)]
+    pub fn metrics_ref<M: QueryMetrics + ?Sized>(m: &M) -> &M {
+        m
+    }
+
+    /// Clones a metrics sink, for receivers the body may move or borrow mutably.
+    #[inline(always)]
+    pub fn metrics_owned<M: QueryMetrics + Clone>(m: &M) -> M {
+        m.clone()
+    }
+
+    /// The default table of a repository, or a compile-time error saying how to name one.
+    pub const fn default_table<R: TrackedRepository + ?Sized>() -> &'static str {
+        match R::DEFAULT_TABLE {
+            Some(table) => table,
+            None => panic!(
+                "#[track_query] names no table and the repository has no default: write \
+                 #[track_query(select, \"my_table\")] or put #[tracked(table = \"my_table\")] on \
+                 the struct that derives TrackedRepository"
+            ),
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! [`DatabaseMetrics`]: the handle tracked calls record through, and its setup.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata};
+
+use crate::catalog::{Catalog, Metric, MetricInfo};
+use crate::error::Error;
+use crate::pool::{PoolHandles, PoolMonitor};
+use crate::record::{CallSite, Outcome, QueryMetrics, Sample, SiteKind};
+
+pub(crate) static METADATA: Metadata<'static> =
+    Metadata::new("dbmetrics", Level::INFO, Some(module_path!()));
+
+/// The pool label used when none is given.
+pub const DEFAULT_POOL_NAME: &str = "default";
+/// How often the pool poller reads `Pool::status()` by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Tracked calls at least this slow are logged (`WARN`, target `dbmetrics::slow_query`) by default.
+pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// Sets up monitoring of `pool` for `service`: describes every metric of the catalog, registers
+/// the pool's series and starts the pool poller on the current Tokio runtime.
+///
+/// Equivalent to `DatabaseMetrics::builder(pool, service).build()`; see
+/// [`DatabaseMetricsBuilder`] for the options (poll interval, pool name, slow-query log).
+///
+/// # Errors
+/// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`;
+/// - [`Error::NoRuntime`] outside a Tokio runtime;
+/// - [`Error::DuplicatePool`] when the service already monitors another pool under the same name.
+///
+/// Setting up the same service and the same pool twice returns the existing handle (one poller).
+pub fn setup_database_monitoring(
+    pool: &deadpool_postgres::Pool,
+    service: &str,
+) -> Result<DatabaseMetrics, Error> {
+    DatabaseMetrics::builder(pool, service).build()
+}
+
+/// The metrics of one service (and, when set up with a pool, of that pool).
+///
+/// A cheap `Clone` handle over an `Arc`: give a clone to every repository. It implements
+/// [`QueryMetrics`], which is what `#[track_query]` records through. Every sample goes to the
+/// `metrics` recorder installed in the process (see [`crate::exporter`]); install it before
+/// setting up, so that the metric descriptions reach it.
+#[derive(Clone)]
+pub struct DatabaseMetrics {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) catalog: Catalog,
+    pub(crate) pool_name: &'static str,
+    slow_query_threshold: Option<Duration>,
+    sites: SiteCache,
+    pub(crate) pool: Option<Arc<PoolHandles>>,
+}
+
+impl fmt::Debug for DatabaseMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseMetrics")
+            .field("service", &self.service())
+            .field("pool", &self.inner.pool_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseMetrics {
+    /// Starts configuring monitoring of `pool` for `service`.
+    pub fn builder(pool: &deadpool_postgres::Pool, service: &str) -> DatabaseMetricsBuilder {
+        DatabaseMetricsBuilder {
+            pool: Some(pool.clone()),
+            service: service.to_owned(),
+            pool_name: DEFAULT_POOL_NAME.to_owned(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            slow_query_threshold: Some(DEFAULT_SLOW_QUERY_THRESHOLD),
+        }
+    }
+
+    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
+    /// needed). Useful for code that talks to PostgreSQL without deadpool, and in tests.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn new(service: &str) -> Result<Self, Error> {
+        let catalog = Catalog::new(service)?;
+        catalog.describe();
+        Ok(Self::from_parts(
+            catalog,
+            DEFAULT_POOL_NAME,
+            Some(DEFAULT_SLOW_QUERY_THRESHOLD),
+            None,
+        ))
+    }
+
+    fn from_parts(
+        catalog: Catalog,
+        pool_name: &'static str,
+        slow_query_threshold: Option<Duration>,
+        pool: Option<Arc<PoolHandles>>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                catalog,
+                pool_name,
+                slow_query_threshold,
+                sites: SiteCache::new(),
+                pool,
+            }),
+        }
+    }
+
+    /// The service name every metric name starts with.
+    pub fn service(&self) -> &str {
+        self.inner.catalog.service()
+    }
+
+    /// The `pool` label of this handle's pool metrics.
+    pub fn pool_name(&self) -> &str {
+        self.inner.pool_name
+    }
+
+    /// The metric catalog of this service, keyed by full metric name.
+    pub fn get_metrics(&self) -> BTreeMap<String, MetricInfo> {
+        self.inner.catalog.entries()
+    }
+
+    /// The catalog of this service (metric names).
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+}
+
+impl QueryMetrics for DatabaseMetrics {
+    #[inline]
+    fn record(&self, sample: &Sample) {
+        self.inner.record(sample)
+    }
+}
+
+impl Inner {
+    #[inline]
+    fn record(&self, sample: &Sample) {
+        match self
+            .sites
+            .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
+        {
+            Some(handles) => handles.record(sample),
+            // More distinct sites than the cache holds: register per call (allocates, still correct).
+            None => SiteHandles::new(&self.catalog, sample).record(sample),
+        }
+        if let Some(threshold) = self.slow_query_threshold {
+            if sample.elapsed >= threshold {
+                log_slow(self.catalog.service(), sample);
+            }
+        }
+    }
+}
+
+#[cold]
+fn log_slow(service: &str, sample: &Sample) {
+    tracing::warn!(
+        target: "dbmetrics::slow_query",
+        service,
+        operation = sample.operation().map(|o| o.as_str()).unwrap_or("transaction"),
+        table = sample.table,
+        function = sample.site.name(),
+        module = sample.site.module(),
+        result = sample.outcome.result(),
+        elapsed_seconds = sample.elapsed.as_secs_f64(),
+        "slow database call"
+    );
+}
+
+/// Options of [`setup_database_monitoring`].
+#[derive(Debug)]
+#[must_use = "call .build() to start monitoring"]
+pub struct DatabaseMetricsBuilder {
+    pool: Option<deadpool_postgres::Pool>,
+    service: String,
+    pool_name: String,
+    poll_interval: Duration,
+    slow_query_threshold: Option<Duration>,
+}
+
+impl DatabaseMetricsBuilder {
+    /// How often the poller reads the pool status (default 1 s; minimum 10 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The `pool` label (default `"default"`); tell several pools of one service apart.
+    pub fn pool_name(mut self, name: &str) -> Self {
+        self.pool_name = name.to_owned();
+        self
+    }
+
+    /// Log tracked calls at least this slow (`WARN`, target `dbmetrics::slow_query`, no SQL
+    /// text); `None` turns the log off. Default 1 s.
+    pub fn slow_query_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_query_threshold = threshold;
+        self
+    }
+
+    /// Validates the names, describes the catalog, registers the pool series and starts the
+    /// poller.
+    ///
+    /// # Errors
+    /// See [`setup_database_monitoring`].
+    pub fn build(self) -> Result<DatabaseMetrics, Error> {
+        let catalog = Catalog::new(&self.service)?;
+        let Some(pool) = self.pool else {
+            unreachable!("builders are only made with a pool")
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: "setup_database_monitoring",
+            task: "the pool poller",
+        })?;
+
+        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        active.retain(|r| r.metrics.strong_count() > 0);
+        if let Some(existing) = active
+            .iter()
+            .find(|r| r.service == self.service && r.pool_name == self.pool_name)
+        {
+            if existing.pool_id == pool_id(&pool) {
+                if let Some(inner) = existing.metrics.upgrade() {
+                    return Ok(DatabaseMetrics { inner });
+                }
+            } else {
+                return Err(Error::DuplicatePool {
+                    service: self.service,
+                    pool: self.pool_name,
+                });
+            }
+        }
+
+        catalog.describe();
+        // Pool names are few and live as long as the process's metrics; a static str keeps
+        // the recording path free of reference counting.
+        let pool_name: &'static str = intern(&self.pool_name);
+        let handles = PoolHandles::new(&catalog, pool_name);
+        let metrics = DatabaseMetrics::from_parts(
+            catalog,
+            pool_name,
+            self.slow_query_threshold,
+            Some(handles),
+        );
+        PoolMonitor::spawn(&runtime, &pool, &metrics, self.poll_interval);
+        active.push(Registration {
+            service: self.service,
+            pool_name: self.pool_name,
+            pool_id: pool_id(&pool),
+            metrics: metrics.downgrade(),
+        });
+        Ok(metrics)
+    }
+}
+
+/// Which (service, pool) pairs are monitored, so that a second setup shares the first handle.
+static ACTIVE: Mutex<Vec<Registration>> = Mutex::new(Vec::new());
+
+struct Registration {
+    service: String,
+    pool_name: String,
+    pool_id: usize,
+    metrics: Weak<Inner>,
+}
+
+fn pool_id(pool: &deadpool_postgres::Pool) -> usize {
+    // The manager lives inside the pool's shared state: its address identifies the pool.
+    std::ptr::from_ref(pool.manager()) as usize
+}
+
+/// Interns a pool or service label value for the life of the process.
+pub(crate) fn intern(value: &str) -> &'static str {
+    static INTERNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(existing) = interned.iter().find(|s| **s == value) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    interned.push(leaked);
+    leaked
+}
+
+/// Handles of one call site in one [`DatabaseMetrics`]: resolved once, then reused.
+struct SiteHandles {
+    duration: [Histogram; 3],
+    transactions: Option<[Counter; 3]>,
+    errors: ErrorCounters,
+}
+
+impl SiteHandles {
+    fn new(catalog: &Catalog, sample: &Sample) -> Self {
+        const RESULTS: [&str; 3] = ["success", "error", "cancelled"];
+        match sample.site.kind() {
+            SiteKind::Query { operation, .. } => {
+                let name = catalog.name(Metric::QueryDuration);
+                let duration = RESULTS.map(|result| {
+                    register_histogram(
+                        name,
+                        vec![
+                            Label::from_static_parts("operation", operation.as_str()),
+                            Label::from_static_parts("table", sample.table),
+                            Label::from_static_parts("result", result),
+                        ],
+                    )
+                });
+                Self {
+                    duration,
+                    transactions: None,
+                    errors: ErrorCounters::new(catalog, operation.as_str(), sample.table),
+                }
+            }
+            SiteKind::Transaction { name: transaction } => {
+                let labels = |result| {
+                    vec![
+                        Label::from_static_parts("transaction", transaction),
+                        Label::from_static_parts("result", result),
+                    ]
+                };
+                let duration_name = catalog.name(Metric::TransactionDuration);
+                let total_name = catalog.name(Metric::Transactions);
+                Self {
+                    duration: RESULTS.map(|r| register_histogram(duration_name, labels(r))),
+                    transactions: Some(RESULTS.map(|r| register_counter(total_name, labels(r)))),
+                    errors: ErrorCounters::new(catalog, "transaction", transaction),
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn record(&self, sample: &Sample) {
+        let i = sample.outcome.index();
+        self.duration[i].record(sample.elapsed.as_secs_f64());
+        if let Some(total) = &self.transactions {
+            total[i].increment(1);
+        }
+        if let Outcome::Error { error_type } = sample.outcome {
+            self.errors.increment(error_type);
+        }
+    }
+}
+
+/// `errors_total` counters of one site, by error class (registered on first occurrence).
+struct ErrorCounters {
+    name: KeyName,
+    operation: &'static str,
+    table: &'static str,
+    by_type: Mutex<Vec<(&'static str, Counter)>>,
+}
+
+impl ErrorCounters {
+    fn new(catalog: &Catalog, operation: &'static str, table: &'static str) -> Self {
+        Self {
+            name: catalog.name(Metric::Errors).clone(),
+            operation,
+            table,
+            by_type: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn increment(&self, error_type: &'static str) {
+        let mut by_type = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = by_type.iter().find(|(t, _)| *t == error_type) {
+            counter.increment(1);
+            return;
+        }
+        let counter = register_counter(
+            &self.name,
+            vec![
+                Label::from_static_parts("operation", self.operation),
+                Label::from_static_parts("table", self.table),
+                Label::from_static_parts("error_type", error_type),
+            ],
+        );
+        counter.increment(1);
+        by_type.push((error_type, counter));
+    }
+}
+
+pub(crate) fn register_histogram(name: &KeyName, labels: Vec<Label>) -> Histogram {
+    let key = Key::from_parts(name.clone(), labels);
+    metrics::with_recorder(|r| r.register_histogram(&key, &METADATA))
+}
+
+pub(crate) fn register_counter(name: &KeyName, labels: Vec<Label>) -> Counter {
+    let key = Key::from_parts(name.clone(), labels);
+    metrics::with_recorder(|r| r.register_counter(&key, &METADATA))
+}
+
+pub(crate) fn register_gauge(name: &KeyName, labels: Vec<Label>) -> metrics::Gauge {
+    let key = Key::from_parts(name.clone(), labels);
+    metrics::with_recorder(|r| r.register_gauge(&key, &METADATA))
+}
+
+/// Per-instance cache of site handles, indexed by [`CallSite::id`]: lock-free reads, one
+/// allocation per chunk of 64 sites on first use.
+struct SiteCache {
+    chunks: Box<[OnceLock<Chunk>]>,
+}
+
+type Chunk = Box<[OnceLock<SiteHandles>]>;
+
+const CHUNK: usize = 64;
+const CHUNKS: usize = 256;
+
+impl SiteCache {
+    fn new() -> Self {
+        Self {
+            chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    #[inline]
+    fn get_or_init(&self, id: u32, init: impl FnOnce() -> SiteHandles) -> Option<&SiteHandles> {
+        let id = id as usize;
+        let chunk = self.chunks.get(id / CHUNK)?;
+        let slots = chunk.get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        Some(slots[id % CHUNK].get_or_init(init))
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync + Clone + 'static>() {}
+    is::<DatabaseMetrics>();
+    let _ = CallSite::id;
+}

@@ -1,0 +1,313 @@
+//! Tracking without attributes: [`QueryPerformanceTracker`] times any future as a query or a
+//! transaction, and [`RepositoryMiddleware`] wraps methods of repositories that cannot take an
+//! attribute.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{PoisonError, RwLock};
+
+use crate::classify::ClassifyError;
+use crate::monitor::DatabaseMetrics;
+use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics};
+
+/// How the tracker tells success from error in a future's output.
+///
+/// Implemented for `Result<T, E>` when `E: ClassifyError` (which `tokio_postgres::Error`,
+/// deadpool's `PoolError`, `io::Error` and boxed errors do), and for `()` and `Option<T>`
+/// (always a success). Implement [`ClassifyError`] for your own error type to track functions
+/// that return it. (`#[track_query]` needs none of this: it classifies any `Result`.)
+pub trait TrackOutcome {
+    /// The outcome this value stands for.
+    fn outcome(&self) -> Outcome;
+}
+
+impl<T, E: ClassifyError> TrackOutcome for Result<T, E> {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Ok(_) => Outcome::Success,
+            Err(e) => Outcome::Error {
+                error_type: e.error_type(),
+            },
+        }
+    }
+}
+
+impl TrackOutcome for () {
+    fn outcome(&self) -> Outcome {
+        Outcome::Success
+    }
+}
+
+impl<T> TrackOutcome for Option<T> {
+    fn outcome(&self) -> Outcome {
+        Outcome::Success
+    }
+}
+
+/// An operation given at run time: an [`Operation`] or its name (`"select"`, ...).
+///
+/// A string that is not an operation is recorded as `other`, and logged once as an error
+/// (target `dbmetrics`) naming the bad string, so that the typo is found; the call itself is
+/// never failed by it. Use the [`Operation`] enum, or the macros, to have it checked at compile
+/// time.
+pub trait AsOperation {
+    /// The operation, or the unparsable text.
+    fn as_operation(&self) -> Result<Operation, &str>;
+}
+
+impl AsOperation for Operation {
+    fn as_operation(&self) -> Result<Operation, &str> {
+        Ok(*self)
+    }
+}
+
+impl AsOperation for &str {
+    fn as_operation(&self) -> Result<Operation, &str> {
+        self.parse().map_err(|_| *self)
+    }
+}
+
+impl AsOperation for String {
+    fn as_operation(&self) -> Result<Operation, &str> {
+        self.parse().map_err(|_| self.as_str())
+    }
+}
+
+/// Times futures as tracked queries and transactions, recording exactly as `#[track_query]`
+/// and `#[track_transaction]` do (success, error with class, cancelled, panic).
+///
+/// ```no_run
+/// # async fn demo(db_metrics: dbmetrics_runtime::DatabaseMetrics, client: tokio_postgres::Client)
+/// # -> Result<(), tokio_postgres::Error> {
+/// use dbmetrics_runtime::QueryPerformanceTracker;
+///
+/// let tracker = QueryPerformanceTracker::new(db_metrics.clone());
+/// tracker
+///     .track_transaction("create_content", async {
+///         tracker
+///             .track_query("insert", "content", async {
+///                 client.execute("INSERT INTO content (id) VALUES ($1)", &[&"a"]).await
+///             })
+///             .await
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct QueryPerformanceTracker<M = DatabaseMetrics> {
+    metrics: M,
+}
+
+impl<M: QueryMetrics> QueryPerformanceTracker<M> {
+    /// A tracker that records into `metrics`.
+    pub fn new(metrics: M) -> Self {
+        Self { metrics }
+    }
+
+    /// The metrics this tracker records into.
+    pub fn metrics(&self) -> &M {
+        &self.metrics
+    }
+
+    /// Runs `future` as one query of `operation` on `table` and returns its output unchanged.
+    pub async fn track_query<F>(
+        &self,
+        operation: impl AsOperation,
+        table: &str,
+        future: F,
+    ) -> F::Output
+    where
+        F: Future,
+        F::Output: TrackOutcome,
+    {
+        let site = query_site(&operation, table, "track_query");
+        run(&self.metrics, site, future).await
+    }
+
+    /// Runs `future` as one transaction called `name` and returns its output unchanged.
+    pub async fn track_transaction<F>(&self, name: &str, future: F) -> F::Output
+    where
+        F: Future,
+        F::Output: TrackOutcome,
+    {
+        let site = transaction_site(name);
+        run(&self.metrics, site, future).await
+    }
+}
+
+async fn run<M: QueryMetrics, F>(metrics: &M, site: &'static CallSite, future: F) -> F::Output
+where
+    F: Future,
+    F::Output: TrackOutcome,
+{
+    let table = match site.kind() {
+        crate::record::SiteKind::Query { table, .. } => table.unwrap_or(""),
+        crate::record::SiteKind::Transaction { name } => name,
+    };
+    let guard = CallGuard::start(metrics, site, table);
+    let output = future.await;
+    guard.finish(output.outcome());
+    output
+}
+
+/// Runs repository methods as tracked queries, for code that cannot take an attribute.
+/// Made by [`crate::create_repository_middleware`].
+#[derive(Clone, Debug)]
+pub struct RepositoryMiddleware {
+    pool: deadpool_postgres::Pool,
+    metrics: DatabaseMetrics,
+}
+
+impl RepositoryMiddleware {
+    pub(crate) fn new(pool: deadpool_postgres::Pool, metrics: DatabaseMetrics) -> Self {
+        Self { pool, metrics }
+    }
+
+    /// Runs `future` (the body of repository method `method`) as one `operation` on `table`;
+    /// `method` names the call in the slow-query log, never in a label.
+    pub async fn repository_method_tracker<F>(
+        &self,
+        operation: impl AsOperation,
+        table: &str,
+        method: &str,
+        future: F,
+    ) -> F::Output
+    where
+        F: Future,
+        F::Output: TrackOutcome,
+    {
+        let site = query_site(&operation, table, method);
+        run(&self.metrics, site, future).await
+    }
+
+    /// The pool the repositories use.
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self.pool
+    }
+
+    /// The metrics the middleware records into.
+    pub fn metrics(&self) -> &DatabaseMetrics {
+        &self.metrics
+    }
+}
+
+// Sites made at run time are interned for the life of the process: one per distinct
+// (table, function, operation), the same bound Prometheus puts on their series.
+type QuerySites = HashMap<Box<str>, HashMap<Box<str>, [Option<&'static CallSite>; 9]>>;
+static QUERY_SITES: RwLock<Option<QuerySites>> = RwLock::new(None);
+static TRANSACTION_SITES: RwLock<Option<HashMap<Box<str>, &'static CallSite>>> = RwLock::new(None);
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+fn query_site(operation: &dyn AsOperation, table: &str, function: &str) -> &'static CallSite {
+    let parsed = operation.as_operation();
+    let op = parsed.unwrap_or(Operation::Other);
+    let index = op as usize;
+    if let Some(site) = QUERY_SITES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|m| m.get(table))
+        .and_then(|m| m.get(function))
+        .and_then(|ops| ops[index])
+    {
+        if parsed.is_ok() {
+            return site;
+        }
+    }
+    if let Err(bad) = parsed {
+        warn_unknown_operation(bad, table, function);
+    }
+    let mut sites = QUERY_SITES.write().unwrap_or_else(PoisonError::into_inner);
+    let slot = &mut sites
+        .get_or_insert_with(HashMap::new)
+        .entry(table.into())
+        .or_default()
+        .entry(function.into())
+        .or_insert([None; 9])[index];
+    slot.get_or_insert_with(|| {
+        Box::leak(Box::new(CallSite::query(
+            op,
+            Some(leak(table)),
+            leak(function),
+            "dbmetrics::tracker",
+        )))
+    })
+}
+
+fn warn_unknown_operation(bad: &str, table: &str, function: &str) {
+    static WARNED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+    if WARNED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .any(|w| w == bad)
+    {
+        return;
+    }
+    let mut warned = WARNED.write().unwrap_or_else(PoisonError::into_inner);
+    if warned.len() < 64 && !warned.iter().any(|w| w == bad) {
+        warned.push(bad.to_owned());
+        tracing::error!(
+            target: "dbmetrics",
+            operation = bad,
+            table,
+            function,
+            "unknown operation; recorded as operation=\"other\". Expected one of select, insert, \
+             update, delete, upsert, copy, call, ddl, other"
+        );
+    }
+}
+
+fn transaction_site(name: &str) -> &'static CallSite {
+    if let Some(site) = TRANSACTION_SITES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|m| m.get(name))
+    {
+        return site;
+    }
+    let mut sites = TRANSACTION_SITES
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    sites
+        .get_or_insert_with(HashMap::new)
+        .entry(name.into())
+        .or_insert_with(|| {
+            let name = leak(name);
+            Box::leak(Box::new(CallSite::transaction(
+                name,
+                "track_transaction",
+                "dbmetrics::tracker",
+            )))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_are_interned() {
+        let a = query_site(&"select", "t1", "f") as *const CallSite;
+        let b = query_site(&Operation::Select, "t1", "f") as *const CallSite;
+        let c = query_site(&"insert", "t1", "f") as *const CallSite;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let bad = query_site(&"selct", "t1", "f");
+        assert_eq!(
+            bad.kind(),
+            crate::record::SiteKind::Query {
+                operation: Operation::Other,
+                table: Some("t1")
+            }
+        );
+        assert_eq!(
+            transaction_site("x") as *const CallSite,
+            transaction_site("x") as *const CallSite
+        );
+    }
+}

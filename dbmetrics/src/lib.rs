@@ -1,0 +1,75 @@
+//! PostgreSQL observability for Rust services, attached by an attribute.
+//!
+//! - `#[track_query(select, "content")]` on a repository method records its latency, result
+//!   (`success`, `error`, `cancelled`) and error class (the SQLSTATE condition name);
+//! - [`setup_database_monitoring`] publishes a deadpool-postgres pool's gauges;
+//! - [`exporter::install_recorder`] installs the Prometheus exporter with histogram buckets
+//!   fine enough for sub-millisecond queries.
+//!
+//! Everything is recorded through the [`metrics`](https://docs.rs/metrics) facade, so any
+//! `metrics` recorder works; with none installed, everything runs and records nothing.
+//!
+//! ```no_run
+//! use dbmetrics::{DatabaseMetrics, TrackedRepository, setup_database_monitoring, track_query};
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! enum RepoError {
+//!     #[error(transparent)]
+//!     Pool(#[from] deadpool_postgres::PoolError),
+//!     #[error(transparent)]
+//!     Db(#[from] tokio_postgres::Error),
+//! }
+//!
+//! #[derive(Clone, TrackedRepository)]
+//! #[tracked(table = "content")]
+//! struct ContentRepository {
+//!     pool: deadpool_postgres::Pool,
+//!     #[metrics]
+//!     metrics: DatabaseMetrics,
+//! }
+//!
+//! impl ContentRepository {
+//!     #[track_query(select, "content")]
+//!     async fn title(&self, id: i64) -> Result<Option<String>, RepoError> {
+//!         let client = self.pool.get().await?;
+//!         let row = client
+//!             .query_opt("SELECT title FROM content WHERE id = $1", &[&id])
+//!             .await?;
+//!         Ok(row.map(|r| r.get(0)))
+//!     }
+//!
+//!     #[track_query(delete)] // table "content" from #[tracked]
+//!     async fn remove(&self, id: i64) -> Result<u64, RepoError> {
+//!         let client = self.pool.get().await?;
+//!         Ok(client.execute("DELETE FROM content WHERE id = $1", &[&id]).await?)
+//!     }
+//! }
+//!
+//! # async fn run(pool: deadpool_postgres::Pool) -> Result<(), Box<dyn std::error::Error>> {
+//! let prometheus = dbmetrics::exporter::install_recorder()?;
+//! let metrics = setup_database_monitoring(&pool, "content_service")?;
+//! let repo = ContentRepository { pool, metrics };
+//! repo.title(1).await?;
+//! println!("{}", prometheus.render());
+//! # Ok(()) }
+//! ```
+//!
+//! See the README for the metric catalog, the health JSON and the error classes.
+
+#![warn(missing_docs)]
+
+pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
+pub use dbmetrics_runtime::{
+    ClassifyError, DatabaseMetrics, DatabaseMetricsBuilder, Error, InMemoryMetrics,
+    InfrastructureEnhancer, MetricInfo, MetricKind, NoopMetrics, Operation, Outcome, QueryMetrics,
+    QueryPerformanceTracker, RepositoryMiddleware, Sample, TrackedConnection, TrackedPool,
+    TrackedRepository, create_infrastructure_enhancer, create_repository_middleware,
+    setup_database_monitoring,
+};
+pub use dbmetrics_runtime::{catalog, classify, memory, monitor, pool, record, tracker};
+
+#[cfg(feature = "exporter")]
+pub use dbmetrics_runtime::exporter;
+
+#[doc(hidden)]
+pub use dbmetrics_runtime::__private;
