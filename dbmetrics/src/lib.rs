@@ -60,7 +60,7 @@
 
 pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
-    ClassifyError, DatabaseMetrics, DatabaseMetricsBuilder, Error, InMemoryMetrics,
+    ClassifyError, DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, InMemoryMetrics,
     InfrastructureEnhancer, MetricInfo, MetricKind, NoopMetrics, Operation, Outcome, QueryMetrics,
     QueryPerformanceTracker, RepositoryMiddleware, Sample, TrackedConnection, TrackedPool,
     TrackedRepository, create_infrastructure_enhancer, create_repository_middleware,
