@@ -119,7 +119,7 @@ const SPECS: [Spec; 15] = [
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Callers waiting for a connection because the pool is at capacity (deadpool: waiting).",
+        help: "Callers waiting for a connection beyond the open ones: queued for a slot, or for a new connection being opened (deadpool: waiting).",
     },
     Spec {
         suffix: "database_connections_acquired_total",

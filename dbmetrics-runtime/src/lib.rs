@@ -66,7 +66,8 @@ pub fn create_repository_middleware(
     RepositoryMiddleware::new(pool, metrics)
 }
 
-/// The infrastructure enhancer of the original library: turns pools into [`TrackedPool`]s.
+/// The infrastructure enhancer of the original library: turns pools into [`TrackedPool`]s,
+/// whose checkouts record into `metrics` (see [`TrackedPool`] for what counts, and an example).
 pub fn create_infrastructure_enhancer(metrics: DatabaseMetrics) -> InfrastructureEnhancer {
     InfrastructureEnhancer { metrics }
 }
@@ -79,8 +80,14 @@ pub struct InfrastructureEnhancer {
 
 impl InfrastructureEnhancer {
     /// Wraps `pool` so that its checkouts are counted and timed under `pool="{name}"`.
+    ///
+    /// The label also gets the pool gauges: the poller of the metrics is shared when `pool`
+    /// and `name` are the ones they monitor, else one is started for this label (same
+    /// interval). When that cannot be (no Tokio runtime, or `name` already labels another open
+    /// pool of this service), the checkouts are still counted and a warning is logged (target
+    /// `dbmetrics`).
     pub fn enhance_pool(&self, pool: deadpool_postgres::Pool, name: &str) -> TrackedPool {
-        TrackedPool::new(pool, self.metrics.clone(), name)
+        TrackedPool::new(pool, &self.metrics, name)
     }
 }
 
