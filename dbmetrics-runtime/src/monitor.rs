@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     slow_query_threshold: Option<Duration>,
     sites: SiteCache,
     pub(crate) pool: Option<Arc<PoolHandles>>,
+    /// The recorder this handle's query and transaction series live in, when it is not the
+    /// process's (a `testing::MetricsCapture`).
+    recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
 impl fmt::Debug for DatabaseMetrics {
@@ -94,6 +97,25 @@ impl DatabaseMetrics {
             DEFAULT_POOL_NAME,
             Some(DEFAULT_SLOW_QUERY_THRESHOLD),
             None,
+            None,
+        ))
+    }
+
+    /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
+    /// of the process's recorder, whichever thread records.
+    #[cfg(feature = "testing")]
+    pub(crate) fn with_recorder(
+        service: &str,
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+    ) -> Result<Self, Error> {
+        let catalog = Catalog::new(service)?;
+        metrics::with_local_recorder(&*recorder, || catalog.describe());
+        Ok(Self::from_parts(
+            catalog,
+            DEFAULT_POOL_NAME,
+            Some(DEFAULT_SLOW_QUERY_THRESHOLD),
+            None,
+            Some(recorder),
         ))
     }
 
@@ -102,6 +124,7 @@ impl DatabaseMetrics {
         pool_name: &'static str,
         slow_query_threshold: Option<Duration>,
         pool: Option<Arc<PoolHandles>>,
+        recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -110,6 +133,7 @@ impl DatabaseMetrics {
                 slow_query_threshold,
                 sites: SiteCache::new(),
                 pool,
+                recorder,
             }),
         }
     }
@@ -149,6 +173,18 @@ impl QueryMetrics for DatabaseMetrics {
 impl Inner {
     #[inline]
     fn record(&self, sample: &Sample) {
+        match &self.recorder {
+            None => self.record_sample(sample),
+            // Handles are registered lazily (a site's first call, an error class's first
+            // occurrence): make this handle's recorder the current one while that can happen.
+            Some(recorder) => {
+                metrics::with_local_recorder(&**recorder, || self.record_sample(sample))
+            }
+        }
+    }
+
+    #[inline]
+    fn record_sample(&self, sample: &Sample) {
         match self
             .sites
             .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
@@ -254,6 +290,7 @@ impl DatabaseMetricsBuilder {
             pool_name,
             self.slow_query_threshold,
             Some(handles),
+            None,
         );
         PoolMonitor::spawn(&runtime, &pool, &metrics, self.poll_interval);
         active.push(Registration {
