@@ -15,7 +15,7 @@ mod expand;
 /// `{service}_database_query_duration_seconds{operation, table, result}` and, when it fails,
 /// `{service}_database_errors_total{operation, table, error_type}`.
 ///
-/// ```ignore
+/// ```text
 /// #[track_query(select, "content")]                  // operation ident (or "select"), table
 /// #[track_query(insert)]                             // table from #[tracked(table = "...")]
 /// #[track_query(op = "update", table = "content", name = "touch")]
@@ -51,7 +51,7 @@ pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `{service}_database_transactions_total{transaction, result}` and, when it fails,
 /// `{service}_database_errors_total{operation="transaction", table=<name>, error_type}`.
 ///
-/// ```ignore
+/// ```text
 /// #[track_transaction("archive_content")]
 /// #[track_transaction]                                    // named after the function
 /// #[track_transaction("nightly", metrics = metrics)]      // free fn: name the metrics
@@ -75,7 +75,7 @@ pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `NoopMetrics`, `InMemoryMetrics`, `Arc<dyn QueryMetrics>`, ...). `#[tracked(table = "...")]`
 /// on the struct sets the table of methods whose `#[track_query]` names none.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Clone, TrackedRepository)]
 /// #[tracked(table = "content")]
 /// struct ContentRepository {

@@ -16,7 +16,10 @@ pub mod monitor;
 pub mod pool;
 pub mod record;
 mod sqlstate;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tracker;
+pub mod transaction;
 
 pub use catalog::{MetricInfo, MetricKind};
 pub use classify::ClassifyError;

@@ -67,6 +67,9 @@ pub(crate) struct Inner {
     /// Never sent on: dropped with the last handle, which stops the poller at once. Its
     /// receiver count says whether a poller runs.
     stop: watch::Sender<()>,
+    /// The recorder this handle's query and transaction series live in, when it is not the
+    /// process's (a `testing::MetricsCapture`).
+    recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
 impl fmt::Debug for DatabaseMetrics {
@@ -104,6 +107,26 @@ impl DatabaseMetrics {
             DEFAULT_POLL_INTERVAL,
             Some(DEFAULT_SLOW_QUERY_THRESHOLD),
             None,
+            None,
+        ))
+    }
+
+    /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
+    /// of the process's recorder, whichever thread records.
+    #[cfg(feature = "testing")]
+    pub(crate) fn with_recorder(
+        service: &str,
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+    ) -> Result<Self, Error> {
+        let catalog = Catalog::new(service)?;
+        metrics::with_local_recorder(&*recorder, || catalog.describe());
+        Ok(Self::from_parts(
+            catalog,
+            DEFAULT_POOL_NAME,
+            DEFAULT_POLL_INTERVAL,
+            Some(DEFAULT_SLOW_QUERY_THRESHOLD),
+            None,
+            Some(recorder),
         ))
     }
 
@@ -113,6 +136,7 @@ impl DatabaseMetrics {
         poll_interval: Duration,
         slow_query_threshold: Option<Duration>,
         pool: Option<Arc<PoolHandles>>,
+        recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -123,6 +147,7 @@ impl DatabaseMetrics {
                 sites: SiteCache::new(),
                 pool,
                 stop: watch::Sender::new(()),
+                recorder,
             }),
         }
     }
@@ -181,6 +206,18 @@ impl QueryMetrics for DatabaseMetrics {
 impl Inner {
     #[inline]
     fn record(&self, sample: &Sample) {
+        match &self.recorder {
+            None => self.record_sample(sample),
+            // Handles are registered lazily (a site's first call, an error class's first
+            // occurrence): make this handle's recorder the current one while that can happen.
+            Some(recorder) => {
+                metrics::with_local_recorder(&**recorder, || self.record_sample(sample))
+            }
+        }
+    }
+
+    #[inline]
+    fn record_sample(&self, sample: &Sample) {
         match self
             .sites
             .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
@@ -291,6 +328,7 @@ impl DatabaseMetricsBuilder {
             self.poll_interval,
             self.slow_query_threshold,
             Some(handles),
+            None,
         );
         metrics.spawn_poller(&runtime, &pool);
         active.push(Registration {

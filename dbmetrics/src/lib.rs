@@ -66,10 +66,15 @@ pub use dbmetrics_runtime::{
     TrackedRepository, create_infrastructure_enhancer, create_repository_middleware,
     setup_database_monitoring,
 };
-pub use dbmetrics_runtime::{catalog, classify, memory, monitor, pool, record, tracker};
+pub use dbmetrics_runtime::{
+    catalog, classify, memory, monitor, pool, record, tracker, transaction,
+};
 
 #[cfg(feature = "exporter")]
 pub use dbmetrics_runtime::exporter;
+
+#[cfg(feature = "testing")]
+pub use dbmetrics_runtime::testing;
 
 #[doc(hidden)]
 pub use dbmetrics_runtime::__private;
