@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `connections_active` | `size - available`: connections checked out (or being recycled for a caller) |
 //! | `connections_idle` | `available`: open connections nobody holds |
-//! | `connections_total` | `size`: open connections, idle or checked out |
+//! | `connections_open` | `size`: open connections, idle or checked out |
 //! | `connections_max` | `max_size`: the configured maximum |
 //! | `connections_overflow` | `waiting`: callers beyond the open connections (queued for a slot, or waiting while a new connection is opened for them) |
 //!
@@ -80,7 +80,7 @@ impl PoolGauges {
         Self {
             active: gauge(Metric::ConnectionsActive),
             idle: gauge(Metric::ConnectionsIdle),
-            total: gauge(Metric::ConnectionsTotal),
+            total: gauge(Metric::ConnectionsOpen),
             max: gauge(Metric::ConnectionsMax),
             overflow: gauge(Metric::ConnectionsOverflow),
         }
@@ -447,7 +447,7 @@ mod tests {
                 ("svc_database_connections_idle".to_owned(), 1.0),
                 ("svc_database_connections_max".to_owned(), 4.0),
                 ("svc_database_connections_overflow".to_owned(), 2.0),
-                ("svc_database_connections_total".to_owned(), 4.0),
+                ("svc_database_connections_open".to_owned(), 4.0),
             ]
         );
     }

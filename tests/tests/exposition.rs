@@ -161,7 +161,7 @@ async fn run() {
 
     // Pool gauges, at their last poll: the connection is back, idle.
     assert_eq!(e.value(&p("database_connections_max"), &default), 1.0);
-    assert_eq!(e.value(&p("database_connections_total"), &default), 1.0);
+    assert_eq!(e.value(&p("database_connections_open"), &default), 1.0);
     assert_eq!(e.value(&idle, &default), 1.0);
     // Pool counters: create_table, 3 inserts, 1 count, and the held connection; the waiter
     // that timed out acquired nothing.

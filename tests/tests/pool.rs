@@ -75,7 +75,7 @@ impl Names {
         [
             "connections_active",
             "connections_idle",
-            "connections_total",
+            "connections_open",
             "connections_max",
             "connections_overflow",
         ]
