@@ -90,9 +90,9 @@ impl ClassifyError for Box<dyn StdError + 'static> {
 /// `tokio_postgres::error::DbError` or `io::Error` in its `source()` chain decides; else `other`.
 ///
 /// A `#[error(transparent)]` wrapper hides the wrapped error itself from the chain (it shows
-/// the wrapped error's source instead): server errors are still found through their `DbError`,
-/// but a transparent pool timeout or closed connection is not. Wrap with `#[error("...")]` and
-/// `#[from]`/`#[source]`, or implement [`ClassifyError`], to keep those classes.
+/// the wrapped error's source instead): server errors are still found through their `DbError`;
+/// pool timeouts, a closed pool and a closed connection, which have no source, are recognised
+/// by their fixed message.
 pub fn classify(err: &(dyn StdError + 'static)) -> &'static str {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
@@ -112,7 +112,23 @@ pub fn classify(err: &(dyn StdError + 'static)) -> &'static str {
         }
         current = e.source();
     }
-    OTHER
+    transparent_fallback(err)
+}
+
+/// A `#[error(transparent)]` wrapper shows its wrapped error's message but not the wrapped error
+/// itself: pool timeouts, a closed pool and a closed connection have no source to find. Their
+/// messages are fixed texts of deadpool and tokio-postgres (never server or user data), so an
+/// exact match names them.
+fn transparent_fallback(err: &(dyn StdError + 'static)) -> &'static str {
+    let text = err.to_string();
+    match text.as_str() {
+        "Timeout occurred while waiting for a slot to become available"
+        | "Timeout occurred while creating a new object"
+        | "Timeout occurred while recycling an object" => POOL_TIMEOUT,
+        "Pool has been closed" => POOL_CLOSED,
+        "connection closed" => CONNECTION_CLOSED,
+        _ => OTHER,
+    }
 }
 
 /// The condition name of a SQLSTATE code (`"23505"` → `"unique_violation"`). An unknown code
@@ -229,6 +245,30 @@ mod tests {
         fn source(&self) -> Option<&(dyn StdError + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[derive(Debug)]
+    struct Transparent(PoolError);
+    impl std::fmt::Display for Transparent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            std::fmt::Display::fmt(&self.0, f)
+        }
+    }
+    impl StdError for Transparent {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.0.source()
+        }
+    }
+
+    #[test]
+    fn transparent_wrappers_of_sourceless_errors() {
+        let t = Transparent(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait));
+        assert_eq!(classify(&t), "pool_timeout");
+        assert_eq!(classify(&Transparent(PoolError::Closed)), "pool_closed");
+        assert_eq!(
+            classify(&Transparent(PoolError::NoRuntimeSpecified)),
+            "other"
+        );
     }
 
     #[test]
