@@ -66,10 +66,18 @@ pub use dbmetrics_runtime::{
     TrackedRepository, create_infrastructure_enhancer, create_repository_middleware,
     setup_database_monitoring,
 };
-pub use dbmetrics_runtime::{catalog, classify, memory, monitor, pool, record, tracker};
+pub use dbmetrics_runtime::{
+    ConnectivityCheck, DatabaseHealthChecker, DatabaseHealthCheckerBuilder, DatabaseResourcesCheck,
+    DetailedHealth, HealthChecks, HealthConfig, HealthStatus, HealthSummary, PoolCheck,
+    QueryPerformanceCheck,
+};
+pub use dbmetrics_runtime::{catalog, classify, health, memory, monitor, pool, record, tracker};
 
 #[cfg(feature = "exporter")]
 pub use dbmetrics_runtime::exporter;
+
+#[cfg(feature = "axum")]
+pub use dbmetrics_runtime::axum;
 
 #[doc(hidden)]
 pub use dbmetrics_runtime::__private;
