@@ -18,13 +18,17 @@
 //! | mode | new connections | live connections |
 //! |---|---|---|
 //! | [`Mode::Pass`] | accepted and forwarded | forwarded |
-//! | [`Mode::Refuse`] | refused: the listening socket is closed (the kernel answers RST) | still forwarded |
+//! | [`Mode::Refuse`] | refused: the port is held by a socket that does not listen (the kernel answers RST) | still forwarded |
 //! | [`Mode::Silent`] | accepted, never answered, nothing forwarded | stall: bytes are held, not delivered, not lost |
 //!
 //! Leaving `Silent` releases what was held (a partition that heals); a connection accepted
 //! while silent then connects upstream. [`FaultProxy::cut_all`] closes every live connection,
 //! both sides, at once. The proxy stops (listener closed, every connection closed, no task
 //! left) when the last clone of its handle is dropped.
+//!
+//! The port stays the proxy's in every mode: while refusing, a bound socket that does not listen
+//! keeps it, so no other socket of the machine can take it and receive the pool's connections.
+//! [`ClosedPort`] is the same trick on its own: a port where connecting is refused.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -80,7 +84,7 @@ impl FaultProxy {
     /// # Errors
     /// When no local port can be bound.
     pub async fn start(upstream: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = port_socket(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.listen(1024)?;
         let addr = listener.local_addr()?;
         let (commands, command_rx) = mpsc::channel(8);
         let (mode_tx, mode) = watch::channel(Mode::Pass);
@@ -249,18 +253,37 @@ async fn accept_loop(
     counters: Arc<Counters>,
 ) {
     let mut connections = JoinSet::new();
+    let mut reserved: Option<TcpSocket> = None;
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::SetMode(new, ack)) => {
-                    let result = match (new, &listener) {
-                        (Mode::Refuse, _) => {
-                            listener = None;
+                    let result = match (new, listener.take()) {
+                        // hold the port with a second socket before closing the listener
+                        (Mode::Refuse, Some(open)) => match port_socket(addr) {
+                            Ok(socket) => {
+                                reserved = Some(socket);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                listener = Some(open);
+                                Err(e)
+                            }
+                        },
+                        (Mode::Refuse, None) => Ok(()),
+                        (_, Some(open)) => {
+                            listener = Some(open);
                             Ok(())
                         }
-                        (_, Some(_)) => Ok(()),
-                        (_, None) => TcpListener::bind(addr).await.map(|l| listener = Some(l)),
+                        (_, None) => match reserved.take().map(|socket| socket.listen(1024)) {
+                            Some(Ok(open)) => {
+                                listener = Some(open);
+                                Ok(())
+                            }
+                            Some(Err(e)) => Err(e),
+                            None => Err(stopped()),
+                        },
                     };
                     if result.is_ok() {
                         mode.send_replace(new);
@@ -282,6 +305,55 @@ async fn accept_loop(
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+}
+
+/// A TCP socket bound to `addr` (not yet listening) that other sockets of this process can
+/// share the port with (`SO_REUSEPORT`), so that the port can be handed from a listener to a
+/// reserving socket without a gap.
+fn port_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// A port on 127.0.0.1 where connecting is refused, reserved while this value lives.
+///
+/// Binding a listener to port 0 and dropping it leaves a port that the next `bind(0)` of any
+/// test may get (and then answer); this holds the port with a socket that is bound but does
+/// not listen, so the kernel refuses every connection to it.
+#[derive(Debug)]
+pub struct ClosedPort {
+    /// Holds the port: bound, never listening.
+    _socket: TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// Reserves a port.
+    ///
+    /// # Errors
+    /// When no local port can be bound.
+    pub fn new() -> io::Result<Self> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = socket.local_addr()?;
+        Ok(Self {
+            _socket: socket,
+            addr,
+        })
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
@@ -404,6 +476,8 @@ mod tests {
             proxy.set_mode(Mode::Refuse).await.unwrap();
             let refused = TcpStream::connect(proxy.addr()).await.unwrap_err();
             assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+            // the port is still the proxy's: nobody else can listen on it
+            assert!(std::net::TcpListener::bind(proxy.addr()).is_err());
             let err = connect(&config).await.map(drop).expect_err("refused");
             assert_eq!(dbmetrics::classify::classify_postgres(&err), "connection");
             assert_eq!(proxy.accepted(), 1);
@@ -413,6 +487,16 @@ mod tests {
             let client = connect(&config).await.unwrap();
             assert_eq!(select_one(&client).await.unwrap(), 1);
             assert_eq!(proxy.accepted(), 2);
+
+            // the proxy closing connections first (its side in TIME_WAIT) does not keep it from
+            // refusing and reopening again
+            proxy.cut_all().await;
+            proxy.set_mode(Mode::Refuse).await.unwrap();
+            connect(&config).await.map(drop).expect_err("refused");
+            proxy.set_mode(Mode::Pass).await.unwrap();
+            let client = connect(&config).await.unwrap();
+            assert_eq!(select_one(&client).await.unwrap(), 1);
+            assert_eq!(proxy.accepted(), 3);
         })
         .await
         .expect("bounded");
@@ -450,6 +534,15 @@ mod tests {
         })
         .await
         .expect("bounded");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_refuses_connections() {
+        let port = ClosedPort::new().unwrap();
+        let err = TcpStream::connect(port.addr()).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        // the port stays reserved: nobody else can listen on it
+        assert!(std::net::TcpListener::bind(port.addr()).is_err());
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dbmetrics::{DatabaseHealthChecker, HealthStatus, setup_database_monitoring};
-use dbmetrics_tests::proxy::{FaultProxy, Mode};
+use dbmetrics_tests::proxy::{ClosedPort, FaultProxy, Mode};
 use dbmetrics_tests::{database, pool_for, prometheus, unique};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -53,19 +53,15 @@ fn fast_failing_checker(pool: deadpool_postgres::Pool, service: &str) -> Databas
         .unwrap()
 }
 
-/// A port on 127.0.0.1 where nothing listens: bound, then released.
-fn dead_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A pool whose configuration holds a password, pointing at a closed port.
-fn dead_pool_with_password() -> deadpool_postgres::Pool {
+/// A pool whose configuration holds a password, pointing at a port that refuses connections
+/// (reserved while the returned `ClosedPort` lives, so no parallel test can take it).
+fn dead_pool_with_password() -> (deadpool_postgres::Pool, ClosedPort) {
+    let port = ClosedPort::new().unwrap();
     let url = format!(
         "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
-        dead_port()
+        port.port()
     );
-    pool_for(url.parse().unwrap(), 4)
+    (pool_for(url.parse().unwrap(), 4), port)
 }
 
 fn unix_now() -> f64 {
@@ -393,7 +389,8 @@ async fn time_thresholds_mark_checks_degraded() {
 #[tokio::test]
 async fn a_closed_port_is_unhealthy_within_the_timeout_and_leaks_no_password() {
     bounded(async {
-        let checker = fast_failing_checker(dead_pool_with_password(), "svc");
+        let (pool, _port) = dead_pool_with_password();
+        let checker = fast_failing_checker(pool, "svc");
 
         let summary = call(checker.get_health_summary()).await;
         assert_eq!(summary.status, HealthStatus::Unhealthy);
@@ -625,10 +622,8 @@ async fn routes_serve_metrics_and_health() {
 #[tokio::test]
 async fn routes_answer_503_with_json_and_no_password_when_the_database_is_down() {
     bounded(async {
-        let app = dbmetrics::axum::router(
-            fast_failing_checker(dead_pool_with_password(), "svc"),
-            prometheus().clone(),
-        );
+        let (pool, _port) = dead_pool_with_password();
+        let app = dbmetrics::axum::router(fast_failing_checker(pool, "svc"), prometheus().clone());
         for (uri, key) in [
             ("/healthz", "status"),
             ("/health/detailed", "overall_status"),
