@@ -112,21 +112,25 @@ pub(crate) fn tracked_repository(input: DeriveInput) -> syn::Result<TokenStream>
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let ty = &field.ty;
-    let default_table = match &args.table {
-        Some(table) => quote! { ::core::option::Option::Some(#table) },
-        None => quote! { ::core::option::Option::None },
-    };
+    let default_table = args.table.as_ref().map(|table| {
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics ::dbmetrics::__private::DefaultTable for #ident #ty_generics #where_clause {
+                const TABLE: &'static str = #table;
+            }
+        }
+    });
     let metrics_ty = quote_spanned! {ty.span()=> type Metrics = #ty; };
     Ok(quote! {
         #[automatically_derived]
         impl #impl_generics ::dbmetrics::__private::TrackedRepository for #ident #ty_generics #where_clause {
             #metrics_ty
-            const DEFAULT_TABLE: ::core::option::Option<&'static str> = #default_table;
             #[inline]
             fn metrics(&self) -> &Self::Metrics {
                 &self.#member
             }
         }
+        #default_table
     })
 }
 

@@ -3,6 +3,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Expr, FnArg, ItemFn, LitStr, ReturnType, Type};
 
@@ -86,12 +87,12 @@ fn expand(
     let metrics_source = match (&metrics, receiver) {
         (Some(expr), _) => {
             if shared_receiver || receiver.is_none() {
-                quote! {
+                quote_spanned! {expr.span()=>
                     let __dbmetrics_source = &(#expr);
                     let __dbmetrics_metrics = ::dbmetrics::__private::metrics_ref(__dbmetrics_source);
                 }
             } else {
-                quote! {
+                quote_spanned! {expr.span()=>
                     let __dbmetrics_metrics = ::dbmetrics::__private::metrics_owned(&(#expr));
                 }
             }
@@ -158,7 +159,7 @@ fn expand(
                                 #op, ::core::option::Option::None, #fn_name, ::core::module_path!())
                         },
                         quote! {
-                            const { ::dbmetrics::__private::default_table::<Self>() }
+                            <Self as ::dbmetrics::__private::DefaultTable>::TABLE
                         },
                     )
                 }
@@ -172,19 +173,20 @@ fn expand(
         ),
     };
 
-    // Annotate the output with the declared return type so that `?` in the body converts
-    // errors as it did before; `impl Trait` cannot be named in a `let`, so it is left inferred.
+    // The body runs in a closure that returns the declared type, so that `return`, `?` and the
+    // tail expression are checked against it with the user's spans, as before the attribute.
+    // `impl Trait` cannot be named there, and an elided lifetime would name a fresh lifetime
+    // of the closure instead of the function's: those outputs are left to inference.
     let output_ty = match &sig.output {
         ReturnType::Default => Some(quote! { () }),
-        ReturnType::Type(_, ty) if !contains_impl_trait(ty) => Some(ty.to_token_stream()),
+        ReturnType::Type(_, ty) if !needs_inference(ty) => Some(ty.to_token_stream()),
         ReturnType::Type(..) => None,
     };
-    let annotation = output_ty.map(|ty| quote! { : #ty });
-
-    let run_body = if sig.asyncness.is_some() {
-        quote! { async #block.await }
-    } else {
-        quote! { (|| #block)() }
+    let run_body = match (&sig.asyncness, output_ty) {
+        (Some(_), Some(ty)) => quote! { (async || -> #ty #block)().await },
+        (Some(_), None) => quote! { async #block.await },
+        (None, Some(ty)) => quote! { (|| -> #ty #block)() },
+        (None, None) => quote! { (|| #block)() },
     };
 
     Ok(quote! {
@@ -198,7 +200,7 @@ fn expand(
                 #table_expr,
             );
             #[allow(clippy::redundant_closure_call, unused_mut)]
-            let __dbmetrics_output #annotation = #run_body;
+            let __dbmetrics_output = #run_body;
             #[allow(clippy::needless_borrow, clippy::unnecessary_mut_passed)]
             let __dbmetrics_outcome = {
                 #[allow(unused_imports)]
@@ -214,11 +216,23 @@ fn expand(
     })
 }
 
-fn contains_impl_trait(ty: &Type) -> bool {
+/// Whether `ty` holds `impl Trait` or an elided lifetime (`&T`, `'_`).
+fn needs_inference(ty: &Type) -> bool {
     struct Finder(bool);
     impl<'ast> Visit<'ast> for Finder {
         fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
             self.0 = true;
+        }
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            if r.lifetime.is_none() {
+                self.0 = true;
+            }
+            syn::visit::visit_type_reference(self, r);
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            if l.ident == "_" {
+                self.0 = true;
+            }
         }
     }
     let mut finder = Finder(false);

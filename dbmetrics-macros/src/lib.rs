@@ -15,7 +15,7 @@ mod expand;
 /// `{service}_database_query_duration_seconds{operation, table, result}` and, when it fails,
 /// `{service}_database_errors_total{operation, table, error_type}`.
 ///
-/// ```ignore
+/// ```text
 /// #[track_query(select, "content")]                  // operation ident (or "select"), table
 /// #[track_query(insert)]                             // table from #[tracked(table = "...")]
 /// #[track_query(op = "update", table = "content", name = "touch")]
@@ -39,14 +39,11 @@ mod expand;
 /// (`cancelled`).
 #[proc_macro_attribute]
 pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args = parse_macro_input!(args as attr::QueryArgs);
-    let item = match parse_fn(item, "track_query") {
-        Ok(item) => item,
-        Err(e) => return e.to_compile_error().into(),
-    };
-    expand::track_query(args, item)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    let original = proc_macro2::TokenStream::from(item.clone());
+    let expanded = syn::parse::<attr::QueryArgs>(args)
+        .and_then(|args| Ok((args, parse_fn(item, "track_query")?)))
+        .and_then(|(args, item)| expand::track_query(args, item));
+    with_original_on_error(expanded, original)
 }
 
 /// Records one call of the function as a tracked transaction:
@@ -54,7 +51,7 @@ pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `{service}_database_transactions_total{transaction, result}` and, when it fails,
 /// `{service}_database_errors_total{operation="transaction", table=<name>, error_type}`.
 ///
-/// ```ignore
+/// ```text
 /// #[track_transaction("archive_content")]
 /// #[track_transaction]                                    // named after the function
 /// #[track_transaction("nightly", metrics = metrics)]      // free fn: name the metrics
@@ -64,14 +61,11 @@ pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
 /// cancellation and panics are those of `#[track_query]`.
 #[proc_macro_attribute]
 pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args = parse_macro_input!(args as attr::TransactionArgs);
-    let item = match parse_fn(item, "track_transaction") {
-        Ok(item) => item,
-        Err(e) => return e.to_compile_error().into(),
-    };
-    expand::track_transaction(args, item)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    let original = proc_macro2::TokenStream::from(item.clone());
+    let expanded = syn::parse::<attr::TransactionArgs>(args)
+        .and_then(|args| Ok((args, parse_fn(item, "track_transaction")?)))
+        .and_then(|(args, item)| expand::track_transaction(args, item));
+    with_original_on_error(expanded, original)
 }
 
 /// Lets `#[track_query]` methods record through `self`.
@@ -81,7 +75,7 @@ pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `NoopMetrics`, `InMemoryMetrics`, `Arc<dyn QueryMetrics>`, ...). `#[tracked(table = "...")]`
 /// on the struct sets the table of methods whose `#[track_query]` names none.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Clone, TrackedRepository)]
 /// #[tracked(table = "content")]
 /// struct ContentRepository {
@@ -96,6 +90,21 @@ pub fn derive_tracked_repository(input: TokenStream) -> TokenStream {
     derive::tracked_repository(input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// On an error, emit it beside the item as written, so that the one error shown is ours and not
+/// a cascade (unused imports, unknown functions at call sites).
+fn with_original_on_error(
+    expanded: syn::Result<proc_macro2::TokenStream>,
+    original: proc_macro2::TokenStream,
+) -> TokenStream {
+    match expanded {
+        Ok(tokens) => tokens.into(),
+        Err(error) => {
+            let error = error.into_compile_error();
+            quote::quote! { #error #original }.into()
+        }
+    }
 }
 
 fn parse_fn(item: TokenStream, macro_name: &str) -> syn::Result<ItemFn> {

@@ -46,8 +46,8 @@ pub enum Metric {
     ConnectionsActive,
     /// `{service}_database_connections_idle`
     ConnectionsIdle,
-    /// `{service}_database_connections_total`
-    ConnectionsTotal,
+    /// `{service}_database_connections_open`
+    ConnectionsOpen,
     /// `{service}_database_connections_max`
     ConnectionsMax,
     /// `{service}_database_connections_overflow`
@@ -101,7 +101,7 @@ const SPECS: [Spec; 15] = [
         help: "Idle connections ready in the pool (deadpool: available).",
     },
     Spec {
-        suffix: "database_connections_total",
+        suffix: "database_connections_open",
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
@@ -119,7 +119,7 @@ const SPECS: [Spec; 15] = [
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Callers waiting for a connection because the pool is at capacity (deadpool: waiting).",
+        help: "Callers waiting for a connection beyond the open ones: queued for a slot, or for a new connection being opened (deadpool: waiting).",
     },
     Spec {
         suffix: "database_connections_acquired_total",

@@ -19,7 +19,10 @@ pub mod monitor;
 pub mod pool;
 pub mod record;
 mod sqlstate;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tracker;
+pub mod transaction;
 
 pub use catalog::{MetricInfo, MetricKind};
 pub use classify::ClassifyError;
@@ -38,8 +41,7 @@ pub use tracker::{QueryPerformanceTracker, RepositoryMiddleware};
 /// A repository whose methods `#[track_query]` can record without `metrics = ...`.
 ///
 /// Implemented by `#[derive(TrackedRepository)]`: `metrics()` returns the `#[metrics]` field
-/// (or the one field of type `DatabaseMetrics`), `DEFAULT_TABLE` comes from
-/// `#[tracked(table = "...")]`.
+/// (or the one field of type `DatabaseMetrics`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a tracked repository",
     label = "#[track_query] without `metrics = ...` records through `self`",
@@ -48,10 +50,22 @@ pub use tracker::{QueryPerformanceTracker, RepositoryMiddleware};
 pub trait TrackedRepository {
     /// The type of the metrics field.
     type Metrics: QueryMetrics;
-    /// The table used by `#[track_query(op)]` when it names none.
-    const DEFAULT_TABLE: Option<&'static str>;
     /// The metrics tracked methods record into.
     fn metrics(&self) -> &Self::Metrics;
+}
+
+/// The table `#[track_query(op)]` uses when it names none.
+///
+/// Implemented by `#[derive(TrackedRepository)]` when the struct has
+/// `#[tracked(table = "...")]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no default table, and this #[track_query] names none",
+    label = "this method's #[track_query] needs a table",
+    note = "name the table: #[track_query(select, \"content\")], or give the repository a default: #[tracked(table = \"content\")] beside #[derive(TrackedRepository)]"
+)]
+pub trait DefaultTable {
+    /// The default table label.
+    const TABLE: &'static str;
 }
 
 /// The repository middleware of the original library: wrap methods of an existing repository
@@ -63,7 +77,8 @@ pub fn create_repository_middleware(
     RepositoryMiddleware::new(pool, metrics)
 }
 
-/// The infrastructure enhancer of the original library: turns pools into [`TrackedPool`]s.
+/// The infrastructure enhancer of the original library: turns pools into [`TrackedPool`]s,
+/// whose checkouts record into `metrics` (see [`TrackedPool`] for what counts, and an example).
 pub fn create_infrastructure_enhancer(metrics: DatabaseMetrics) -> InfrastructureEnhancer {
     InfrastructureEnhancer { metrics }
 }
@@ -76,21 +91,27 @@ pub struct InfrastructureEnhancer {
 
 impl InfrastructureEnhancer {
     /// Wraps `pool` so that its checkouts are counted and timed under `pool="{name}"`.
+    ///
+    /// The label also gets the pool gauges: the poller of the metrics is shared when `pool`
+    /// and `name` are the ones they monitor, else one is started for this label (same
+    /// interval). When that cannot be (no Tokio runtime, or `name` already labels another open
+    /// pool of this service), the checkouts are still counted and a warning is logged (target
+    /// `dbmetrics`).
     pub fn enhance_pool(&self, pool: deadpool_postgres::Pool, name: &str) -> TrackedPool {
-        TrackedPool::new(pool, self.metrics.clone(), name)
+        TrackedPool::new(pool, &self.metrics, name)
     }
 }
 
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::TrackedRepository;
     pub use crate::record::outcome;
     pub use crate::record::{CallGuard, CallSite, Operation, QueryMetrics};
+    pub use crate::{DefaultTable, TrackedRepository};
 
-    /// Borrows a metrics sink (gives a clear error when `m` is not one).
+    /// Borrows a metrics sink (gives one clear error when `m` is not one).
     #[inline(always)]
-    pub fn metrics_ref<M: QueryMetrics + ?Sized>(m: &M) -> &M {
+    pub fn metrics_ref<M: QueryMetrics>(m: &M) -> &dyn QueryMetrics {
         m
     }
 
@@ -98,17 +119,5 @@ pub mod __private {
     #[inline(always)]
     pub fn metrics_owned<M: QueryMetrics + Clone>(m: &M) -> M {
         m.clone()
-    }
-
-    /// The default table of a repository, or a compile-time error saying how to name one.
-    pub const fn default_table<R: TrackedRepository + ?Sized>() -> &'static str {
-        match R::DEFAULT_TABLE {
-            Some(table) => table,
-            None => panic!(
-                "#[track_query] names no table and the repository has no default: write \
-                 #[track_query(select, \"my_table\")] or put #[tracked(table = \"my_table\")] on \
-                 the struct that derives TrackedRepository"
-            ),
-        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata};
+use tokio::sync::watch;
 
 use crate::catalog::{Catalog, Metric, MetricInfo};
 use crate::error::Error;
@@ -31,9 +32,13 @@ pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
 /// # Errors
 /// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`;
 /// - [`Error::NoRuntime`] outside a Tokio runtime;
-/// - [`Error::DuplicatePool`] when the service already monitors another pool under the same name.
+/// - [`Error::DuplicatePool`] when the service already monitors another (open) pool under the
+///   same pool name.
 ///
-/// Setting up the same service and the same pool twice returns the existing handle (one poller).
+/// Setting up the same service and the same pool twice returns the existing handle (one poller,
+/// the options of the first call). A pool name whose pool was closed or dropped can be given to
+/// a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
+/// handle is dropped; see [`crate::pool`].
 pub fn setup_database_monitoring(
     pool: &deadpool_postgres::Pool,
     service: &str,
@@ -55,9 +60,16 @@ pub struct DatabaseMetrics {
 pub(crate) struct Inner {
     pub(crate) catalog: Catalog,
     pub(crate) pool_name: &'static str,
+    poll_interval: Duration,
     slow_query_threshold: Option<Duration>,
     sites: SiteCache,
     pub(crate) pool: Option<Arc<PoolHandles>>,
+    /// Never sent on: dropped with the last handle, which stops the poller at once. Its
+    /// receiver count says whether a poller runs.
+    stop: watch::Sender<()>,
+    /// The recorder this handle's query and transaction series live in, when it is not the
+    /// process's (a `testing::MetricsCapture`).
+    recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
 impl fmt::Debug for DatabaseMetrics {
@@ -73,7 +85,7 @@ impl DatabaseMetrics {
     /// Starts configuring monitoring of `pool` for `service`.
     pub fn builder(pool: &deadpool_postgres::Pool, service: &str) -> DatabaseMetricsBuilder {
         DatabaseMetricsBuilder {
-            pool: Some(pool.clone()),
+            pool: pool.clone(),
             service: service.to_owned(),
             pool_name: DEFAULT_POOL_NAME.to_owned(),
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -92,25 +104,64 @@ impl DatabaseMetrics {
         Ok(Self::from_parts(
             catalog,
             DEFAULT_POOL_NAME,
+            DEFAULT_POLL_INTERVAL,
             Some(DEFAULT_SLOW_QUERY_THRESHOLD),
             None,
+            None,
+        ))
+    }
+
+    /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
+    /// of the process's recorder, whichever thread records.
+    #[cfg(feature = "testing")]
+    pub(crate) fn with_recorder(
+        service: &str,
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+    ) -> Result<Self, Error> {
+        let catalog = Catalog::new(service)?;
+        metrics::with_local_recorder(&*recorder, || catalog.describe());
+        Ok(Self::from_parts(
+            catalog,
+            DEFAULT_POOL_NAME,
+            DEFAULT_POLL_INTERVAL,
+            Some(DEFAULT_SLOW_QUERY_THRESHOLD),
+            None,
+            Some(recorder),
         ))
     }
 
     fn from_parts(
         catalog: Catalog,
         pool_name: &'static str,
+        poll_interval: Duration,
         slow_query_threshold: Option<Duration>,
         pool: Option<Arc<PoolHandles>>,
+        recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 catalog,
                 pool_name,
+                poll_interval,
                 slow_query_threshold,
                 sites: SiteCache::new(),
                 pool,
+                stop: watch::Sender::new(()),
+                recorder,
             }),
+        }
+    }
+
+    /// Starts the poller of `pool` on `runtime` (the pool must be this handle's pool).
+    fn spawn_poller(&self, runtime: &tokio::runtime::Handle, pool: &deadpool_postgres::Pool) {
+        if let Some(handles) = &self.inner.pool {
+            PoolMonitor::spawn(
+                runtime,
+                pool,
+                handles.clone(),
+                self.inner.stop.subscribe(),
+                self.inner.poll_interval,
+            );
         }
     }
 
@@ -124,6 +175,12 @@ impl DatabaseMetrics {
         self.inner.pool_name
     }
 
+    /// How often the pool poller reads the pool status ([`DEFAULT_POLL_INTERVAL`] unless set
+    /// with [`DatabaseMetricsBuilder::poll_interval`]).
+    pub fn poll_interval(&self) -> Duration {
+        self.inner.poll_interval
+    }
+
     /// The metric catalog of this service, keyed by full metric name.
     pub fn get_metrics(&self) -> BTreeMap<String, MetricInfo> {
         self.inner.catalog.entries()
@@ -134,7 +191,7 @@ impl DatabaseMetrics {
         &self.inner.catalog
     }
 
-    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+    fn downgrade(&self) -> Weak<Inner> {
         Arc::downgrade(&self.inner)
     }
 }
@@ -149,6 +206,18 @@ impl QueryMetrics for DatabaseMetrics {
 impl Inner {
     #[inline]
     fn record(&self, sample: &Sample) {
+        match &self.recorder {
+            None => self.record_sample(sample),
+            // Handles are registered lazily (a site's first call, an error class's first
+            // occurrence): make this handle's recorder the current one while that can happen.
+            Some(recorder) => {
+                metrics::with_local_recorder(&**recorder, || self.record_sample(sample))
+            }
+        }
+    }
+
+    #[inline]
+    fn record_sample(&self, sample: &Sample) {
         match self
             .sites
             .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
@@ -184,7 +253,7 @@ fn log_slow(service: &str, sample: &Sample) {
 #[derive(Debug)]
 #[must_use = "call .build() to start monitoring"]
 pub struct DatabaseMetricsBuilder {
-    pool: Option<deadpool_postgres::Pool>,
+    pool: deadpool_postgres::Pool,
     service: String,
     pool_name: String,
     poll_interval: Duration,
@@ -192,7 +261,8 @@ pub struct DatabaseMetricsBuilder {
 }
 
 impl DatabaseMetricsBuilder {
-    /// How often the poller reads the pool status (default 1 s; minimum 10 ms).
+    /// How often the poller reads the pool status (default 1 s, so a change shows within
+    /// about a second; minimum 10 ms). Each tick costs the same whatever the pool's size.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(10));
         self
@@ -218,29 +288,32 @@ impl DatabaseMetricsBuilder {
     /// See [`setup_database_monitoring`].
     pub fn build(self) -> Result<DatabaseMetrics, Error> {
         let catalog = Catalog::new(&self.service)?;
-        let Some(pool) = self.pool else {
-            unreachable!("builders are only made with a pool")
-        };
+        let pool = self.pool;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "setup_database_monitoring",
             task: "the pool poller",
         })?;
 
         let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
-        active.retain(|r| r.metrics.strong_count() > 0);
+        active.retain(Registration::is_current);
         if let Some(existing) = active
             .iter()
             .find(|r| r.service == self.service && r.pool_name == self.pool_name)
         {
-            if existing.pool_id == pool_id(&pool) {
-                if let Some(inner) = existing.metrics.upgrade() {
-                    return Ok(DatabaseMetrics { inner });
-                }
-            } else {
+            if !existing.is_for(&pool) {
                 return Err(Error::DuplicatePool {
                     service: self.service,
                     pool: self.pool_name,
                 });
+            }
+            if let Some(inner) = existing.metrics.upgrade() {
+                let metrics = DatabaseMetrics { inner };
+                if metrics.inner.stop.receiver_count() == 0 {
+                    // The poller is gone while the pool is open and the handle alive: the
+                    // runtime it ran on was shut down. Start it again on this one.
+                    metrics.spawn_poller(&runtime, &pool);
+                }
+                return Ok(metrics);
             }
         }
 
@@ -252,28 +325,47 @@ impl DatabaseMetricsBuilder {
         let metrics = DatabaseMetrics::from_parts(
             catalog,
             pool_name,
+            self.poll_interval,
             self.slow_query_threshold,
             Some(handles),
+            None,
         );
-        PoolMonitor::spawn(&runtime, &pool, &metrics, self.poll_interval);
+        metrics.spawn_poller(&runtime, &pool);
         active.push(Registration {
             service: self.service,
             pool_name: self.pool_name,
-            pool_id: pool_id(&pool),
+            pool: pool.weak(),
             metrics: metrics.downgrade(),
         });
         Ok(metrics)
     }
 }
 
-/// Which (service, pool) pairs are monitored, so that a second setup shares the first handle.
+/// Which (service, pool label) pairs are monitored, and for which pool, so that a second
+/// setup shares the first handle (and its one poller).
 static ACTIVE: Mutex<Vec<Registration>> = Mutex::new(Vec::new());
 
 struct Registration {
     service: String,
     pool_name: String,
-    pool_id: usize,
+    // Weak: never keeps a pool open. It keeps the pool's allocation, so the address that
+    // identifies the pool cannot be reused by another pool while this entry exists.
+    pool: deadpool_postgres::WeakPool,
     metrics: Weak<Inner>,
+}
+
+impl Registration {
+    /// Still in force: somebody holds the metrics, and the pool is open. A closed or dropped
+    /// pool frees its label for a new pool (a reconnect after `close()`).
+    fn is_current(&self) -> bool {
+        self.metrics.strong_count() > 0 && self.pool.upgrade().is_some_and(|pool| !pool.is_closed())
+    }
+
+    fn is_for(&self, pool: &deadpool_postgres::Pool) -> bool {
+        self.pool
+            .upgrade()
+            .is_some_and(|registered| pool_id(&registered) == pool_id(pool))
+    }
 }
 
 fn pool_id(pool: &deadpool_postgres::Pool) -> usize {

@@ -14,8 +14,28 @@ use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics};
 ///
 /// Implemented for `Result<T, E>` when `E: ClassifyError` (which `tokio_postgres::Error`,
 /// deadpool's `PoolError`, `io::Error` and boxed errors do), and for `()` and `Option<T>`
-/// (always a success). Implement [`ClassifyError`] for your own error type to track functions
-/// that return it. (`#[track_query]` needs none of this: it classifies any `Result`.)
+/// (always a success).
+///
+/// `#[track_query]` classifies any `Result` (it sees the concrete type where it expands); the
+/// tracker is a generic function and cannot, so your own error type needs a [`ClassifyError`]
+/// implementation to be tracked. One line keeps the default classification (the first driver,
+/// pool or I/O error in the `source()` chain):
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// enum RepoError {
+///     #[error("database error")]
+///     Db(#[from] tokio_postgres::Error),
+///     #[error("not found")]
+///     NotFound,
+/// }
+///
+/// impl dbmetrics_runtime::ClassifyError for RepoError {
+///     fn error_type(&self) -> &'static str {
+///         dbmetrics_runtime::classify::classify(self)
+///     }
+/// }
+/// ```
 pub trait TrackOutcome {
     /// The outcome this value stands for.
     fn outcome(&self) -> Outcome;
@@ -61,20 +81,35 @@ impl AsOperation for Operation {
     }
 }
 
-impl AsOperation for &str {
+impl AsOperation for str {
     fn as_operation(&self) -> Result<Operation, &str> {
-        self.parse().map_err(|_| *self)
+        self.parse().map_err(|_| self)
     }
 }
 
 impl AsOperation for String {
     fn as_operation(&self) -> Result<Operation, &str> {
-        self.parse().map_err(|_| self.as_str())
+        self.as_str().as_operation()
+    }
+}
+
+impl<T: AsOperation + ?Sized> AsOperation for &T {
+    fn as_operation(&self) -> Result<Operation, &str> {
+        (**self).as_operation()
     }
 }
 
 /// Times futures as tracked queries and transactions, recording exactly as `#[track_query]`
 /// and `#[track_transaction]` do (success, error with class, cancelled, panic).
+///
+/// Calls nest: a query tracked inside a tracked transaction records both. The future is
+/// returned unchanged, its output too; recording never fails it. `track_transaction` only
+/// *times* a future: to open, commit and roll back a real transaction, see
+/// [`crate::transaction::run`].
+///
+/// Tables and transaction names given at run time are interned for the life of the process
+/// (one small allocation per distinct name, as Prometheus keeps one series per name): pass
+/// names written in your code, never values from requests or rows.
 ///
 /// ```no_run
 /// # async fn demo(db_metrics: dbmetrics_runtime::DatabaseMetrics, client: tokio_postgres::Client)
@@ -121,7 +156,7 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
         F::Output: TrackOutcome,
     {
         let site = query_site(&operation, table, "track_query");
-        run(&self.metrics, site, future).await
+        track(&self.metrics, site, future).await
     }
 
     /// Runs `future` as one transaction called `name` and returns its output unchanged.
@@ -131,11 +166,16 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
         F::Output: TrackOutcome,
     {
         let site = transaction_site(name);
-        run(&self.metrics, site, future).await
+        track(&self.metrics, site, future).await
     }
 }
 
-async fn run<M: QueryMetrics, F>(metrics: &M, site: &'static CallSite, future: F) -> F::Output
+/// Runs `future` as one call of `site`, recording its outcome into `metrics`.
+pub(crate) async fn track<M: QueryMetrics + ?Sized, F>(
+    metrics: &M,
+    site: &'static CallSite,
+    future: F,
+) -> F::Output
 where
     F: Future,
     F::Output: TrackOutcome,
@@ -150,8 +190,28 @@ where
     output
 }
 
-/// Runs repository methods as tracked queries, for code that cannot take an attribute.
+/// Runs repository methods as tracked queries, for code that cannot take an attribute (a
+/// repository from another crate, a trait object, generated code).
 /// Made by [`crate::create_repository_middleware`].
+///
+/// ```no_run
+/// # struct Batch;
+/// # struct BatchRepository;
+/// # impl BatchRepository {
+/// #     async fn get_batch_by_id(&self, _id: i64) -> Result<Option<Batch>, tokio_postgres::Error> { Ok(None) }
+/// # }
+/// # async fn demo(pool: deadpool_postgres::Pool, metrics: dbmetrics_runtime::DatabaseMetrics,
+/// #               batches: BatchRepository) -> Result<(), tokio_postgres::Error> {
+/// let middleware = dbmetrics_runtime::create_repository_middleware(pool.clone(), metrics.clone());
+/// // `batches` is a repository you cannot annotate: wrap the call instead
+/// let batch = middleware
+///     .repository_method_tracker("select", "batches", "get_batch_by_id", batches.get_batch_by_id(7))
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// Recorded as `#[track_query(select, "batches")]` on `get_batch_by_id` would record it;
+/// `method` appears in the slow-query log only.
 #[derive(Clone, Debug)]
 pub struct RepositoryMiddleware {
     pool: deadpool_postgres::Pool,
@@ -177,7 +237,7 @@ impl RepositoryMiddleware {
         F::Output: TrackOutcome,
     {
         let site = query_site(&operation, table, method);
-        run(&self.metrics, site, future).await
+        track(&self.metrics, site, future).await
     }
 
     /// The pool the repositories use.
@@ -202,8 +262,13 @@ fn leak(s: &str) -> &'static str {
 }
 
 fn query_site(operation: &dyn AsOperation, table: &str, function: &str) -> &'static CallSite {
-    let parsed = operation.as_operation();
-    let op = parsed.unwrap_or(Operation::Other);
+    let op = match operation.as_operation() {
+        Ok(op) => op,
+        Err(bad) => {
+            warn_unknown_operation(bad, table, function);
+            Operation::Other
+        }
+    };
     let index = op as usize;
     if let Some(site) = QUERY_SITES
         .read()
@@ -213,12 +278,7 @@ fn query_site(operation: &dyn AsOperation, table: &str, function: &str) -> &'sta
         .and_then(|m| m.get(function))
         .and_then(|ops| ops[index])
     {
-        if parsed.is_ok() {
-            return site;
-        }
-    }
-    if let Err(bad) = parsed {
-        warn_unknown_operation(bad, table, function);
+        return site;
     }
     let mut sites = QUERY_SITES.write().unwrap_or_else(PoisonError::into_inner);
     let slot = &mut sites
@@ -261,7 +321,8 @@ fn warn_unknown_operation(bad: &str, table: &str, function: &str) {
     }
 }
 
-fn transaction_site(name: &str) -> &'static CallSite {
+/// The interned site of the transaction `name` (shared with [`crate::transaction::run`]).
+pub(crate) fn transaction_site(name: &str) -> &'static CallSite {
     if let Some(site) = TRANSACTION_SITES
         .read()
         .unwrap_or_else(PoisonError::into_inner)

@@ -63,7 +63,7 @@
 
 pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
-    ClassifyError, DatabaseMetrics, DatabaseMetricsBuilder, Error, InMemoryMetrics,
+    ClassifyError, DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, InMemoryMetrics,
     InfrastructureEnhancer, MetricInfo, MetricKind, NoopMetrics, Operation, Outcome, QueryMetrics,
     QueryPerformanceTracker, RepositoryMiddleware, Sample, TrackedConnection, TrackedPool,
     TrackedRepository, create_infrastructure_enhancer, create_repository_middleware,
@@ -74,13 +74,18 @@ pub use dbmetrics_runtime::{
     DetailedHealth, HealthChecks, HealthConfig, HealthStatus, HealthSummary, PoolCheck,
     QueryPerformanceCheck,
 };
-pub use dbmetrics_runtime::{catalog, classify, health, memory, monitor, pool, record, tracker};
+pub use dbmetrics_runtime::{
+    catalog, classify, health, memory, monitor, pool, record, tracker, transaction,
+};
 
 #[cfg(feature = "exporter")]
 pub use dbmetrics_runtime::exporter;
 
 #[cfg(feature = "axum")]
 pub use dbmetrics_runtime::axum;
+
+#[cfg(feature = "testing")]
+pub use dbmetrics_runtime::testing;
 
 #[doc(hidden)]
 pub use dbmetrics_runtime::__private;

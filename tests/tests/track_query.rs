@@ -117,6 +117,19 @@ impl ItemRepository {
     fn impl_trait(&self) -> impl Iterator<Item = u8> {
         [1, 2, 3].into_iter()
     }
+
+    #[track_query(select, "items")]
+    async fn elided<'a>(&self, text: &'a str) -> Result<&'a str, RepoError> {
+        if text.is_empty() {
+            return Err(RepoError::NotFound);
+        }
+        Ok(&text[..1])
+    }
+
+    #[track_query(select, "items")]
+    fn elided_sync(&self) -> Option<&str> {
+        self.table.get(..5)
+    }
 }
 
 #[track_query(select, "free", metrics = metrics)]
@@ -298,6 +311,15 @@ async fn receivers_generics_sync_and_free_functions() {
 
     let client = repo.pool.get().await.unwrap();
     assert_eq!(free_function(&repo.metrics, &client).await.unwrap(), 1);
+    assert_eq!(repo.elided("abc").await.unwrap(), "a");
+    assert!(repo.elided("").await.is_err());
+    assert_eq!(repo.elided_sync(), Some("items"));
+    // Tracked futures stay Send: they can be spawned.
+    let spawned = repo.clone();
+    tokio::spawn(async move { spawned.generic("s").await })
+        .await
+        .unwrap()
+        .unwrap();
 
     let e = scrape();
     let count = |op, table, result| {
@@ -308,7 +330,9 @@ async fn receivers_generics_sync_and_free_functions() {
     };
     assert_eq!(count("update", "items", "success"), 1.0);
     assert_eq!(count("update", "items", "error"), 1.0);
-    assert_eq!(count("call", "items", "success"), 1.0);
+    assert_eq!(count("call", "items", "success"), 2.0);
+    assert_eq!(count("select", "items", "success"), 2.0);
+    assert_eq!(count("select", "items", "error"), 1.0);
     assert_eq!(count("ddl", "items", "success"), 1.0);
     assert_eq!(count("upsert", "items", "success"), 1.0);
     assert_eq!(count("copy", "items", "success"), 1.0);

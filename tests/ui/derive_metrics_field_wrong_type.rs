@@ -1,0 +1,9 @@
+use dbmetrics::TrackedRepository;
+
+#[derive(TrackedRepository)]
+struct ContentRepository {
+    #[metrics]
+    metrics: String,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use dbmetrics::TrackedRepository;
+
+#[derive(TrackedRepository)]
+enum Repository {
+    A,
+    B,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use dbmetrics::{DatabaseMetrics, TrackedRepository};
+
+#[derive(TrackedRepository)]
+#[tracked(tabel = "content")]
+struct ContentRepository {
+    metrics: DatabaseMetrics,
+}
+
+fn main() {}

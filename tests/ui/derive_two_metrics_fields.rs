@@ -1,0 +1,9 @@
+use dbmetrics::{DatabaseMetrics, TrackedRepository};
+
+#[derive(TrackedRepository)]
+struct ContentRepository {
+    primary: DatabaseMetrics,
+    replica: DatabaseMetrics,
+}
+
+fn main() {}

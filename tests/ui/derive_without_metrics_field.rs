@@ -1,0 +1,8 @@
+use dbmetrics::TrackedRepository;
+
+#[derive(TrackedRepository)]
+struct ContentRepository {
+    pool: deadpool_postgres::Pool,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dbmetrics::track_query;
+
+#[track_query(select, "content")]
+struct ContentRepository;
+
+fn main() {}
