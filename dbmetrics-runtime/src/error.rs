@@ -58,4 +58,8 @@ pub enum Error {
     /// Invalid exporter configuration (e.g. empty or unsorted buckets).
     #[error("invalid exporter configuration: {0}")]
     Config(String),
+
+    /// Invalid health check configuration (a zero timeout, a percentage outside 0–100).
+    #[error("invalid health check configuration: {0}")]
+    HealthConfig(String),
 }

@@ -6,11 +6,14 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod catalog;
 pub mod classify;
 pub mod error;
 #[cfg(feature = "exporter")]
 pub mod exporter;
+pub mod health;
 pub mod memory;
 pub mod monitor;
 pub mod pool;
@@ -24,6 +27,11 @@ pub mod transaction;
 pub use catalog::{MetricInfo, MetricKind};
 pub use classify::ClassifyError;
 pub use error::Error;
+pub use health::{
+    ConnectivityCheck, DatabaseHealthChecker, DatabaseHealthCheckerBuilder, DatabaseResourcesCheck,
+    DetailedHealth, HealthChecks, HealthConfig, HealthStatus, HealthSummary, PoolCheck,
+    QueryPerformanceCheck,
+};
 pub use memory::InMemoryMetrics;
 pub use monitor::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
 pub use pool::{TrackedConnection, TrackedPool};

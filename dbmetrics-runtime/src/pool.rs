@@ -446,8 +446,8 @@ mod tests {
                 ("svc_database_connections_active".to_owned(), 3.0),
                 ("svc_database_connections_idle".to_owned(), 1.0),
                 ("svc_database_connections_max".to_owned(), 4.0),
-                ("svc_database_connections_overflow".to_owned(), 2.0),
                 ("svc_database_connections_open".to_owned(), 4.0),
+                ("svc_database_connections_overflow".to_owned(), 2.0),
             ]
         );
     }

@@ -4,7 +4,10 @@
 //!   (`success`, `error`, `cancelled`) and error class (the SQLSTATE condition name);
 //! - [`setup_database_monitoring`] publishes a deadpool-postgres pool's gauges;
 //! - [`exporter::install_recorder`] installs the Prometheus exporter with histogram buckets
-//!   fine enough for sub-millisecond queries.
+//!   fine enough for sub-millisecond queries;
+//! - [`DatabaseHealthChecker`] answers health probes within a timeout ([`health`]), and with
+//!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz` and
+//!   `/health/detailed`.
 //!
 //! Everything is recorded through the [`metrics`](https://docs.rs/metrics) facade, so any
 //! `metrics` recorder works; with none installed, everything runs and records nothing.
@@ -67,11 +70,19 @@ pub use dbmetrics_runtime::{
     setup_database_monitoring,
 };
 pub use dbmetrics_runtime::{
-    catalog, classify, memory, monitor, pool, record, tracker, transaction,
+    ConnectivityCheck, DatabaseHealthChecker, DatabaseHealthCheckerBuilder, DatabaseResourcesCheck,
+    DetailedHealth, HealthChecks, HealthConfig, HealthStatus, HealthSummary, PoolCheck,
+    QueryPerformanceCheck,
+};
+pub use dbmetrics_runtime::{
+    catalog, classify, health, memory, monitor, pool, record, tracker, transaction,
 };
 
 #[cfg(feature = "exporter")]
 pub use dbmetrics_runtime::exporter;
+
+#[cfg(feature = "axum")]
+pub use dbmetrics_runtime::axum;
 
 #[cfg(feature = "testing")]
 pub use dbmetrics_runtime::testing;

@@ -1,11 +1,12 @@
 //! Shared test support for dbmetrics: a real PostgreSQL for every test binary (and the demo),
-//! the process's Prometheus recorder, a parser of its text output, and unique names so that
-//! parallel tests do not disturb each other.
+//! the process's Prometheus recorder, a parser of its text output, unique names so that
+//! parallel tests do not disturb each other, and a TCP fault proxy ([`proxy::FaultProxy`]).
 
 #![warn(missing_docs)]
 
 pub mod db;
 pub mod prom;
+pub mod proxy;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

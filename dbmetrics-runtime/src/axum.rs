@@ -1,0 +1,85 @@
+//! axum routes (feature `axum`): `GET /metrics`, `GET /healthz`, `GET /health/detailed`.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /metrics` | the Prometheus text, `text/plain; version=0.0.4; charset=utf-8` |
+//! | `GET /healthz` | [`HealthSummary`] as JSON: 200 when healthy or degraded, 503 when unhealthy |
+//! | `GET /health/detailed` | [`DetailedHealth`] as JSON: 200 when healthy or degraded, 503 when unhealthy |
+//!
+//! Health routes answer within the checker's timeout (see [`crate::health`]); the body is
+//! JSON either way, and holds no connection string, password or driver message.
+//!
+//! ```no_run
+//! # async fn run(pool: deadpool_postgres::Pool) -> Result<(), Box<dyn std::error::Error>> {
+//! use dbmetrics_runtime::DatabaseHealthChecker;
+//!
+//! let prometheus = dbmetrics_runtime::exporter::install_recorder()?;
+//! let checker = DatabaseHealthChecker::new(pool, "content_service");
+//! let app = dbmetrics_runtime::axum::router(checker, prometheus);
+//! // merge it into your own router, or serve it alone:
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`HealthSummary`]: crate::health::HealthSummary
+//! [`DetailedHealth`]: crate::health::DetailedHealth
+
+use ::axum::Json;
+use ::axum::Router;
+use ::axum::extract::State;
+use ::axum::http::{StatusCode, header};
+use ::axum::response::{IntoResponse, Response};
+use ::axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::health::{DatabaseHealthChecker, HealthStatus};
+
+/// The content type of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone)]
+struct Routes {
+    checker: DatabaseHealthChecker,
+    prometheus: PrometheusHandle,
+}
+
+/// A router serving `GET /metrics` (from `prometheus`), `GET /healthz` and
+/// `GET /health/detailed` (from `checker`). Merge it into your application's router with
+/// `Router::merge`, or nest it.
+pub fn router(checker: DatabaseHealthChecker, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/health/detailed", get(detailed))
+        .with_state(Routes {
+            checker,
+            prometheus,
+        })
+}
+
+async fn metrics(State(routes): State<Routes>) -> Response {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+        routes.prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(routes): State<Routes>) -> Response {
+    let summary = routes.checker.get_health_summary().await;
+    (http_status(summary.status), Json(summary)).into_response()
+}
+
+async fn detailed(State(routes): State<Routes>) -> Response {
+    let detailed = routes.checker.comprehensive_health_check().await;
+    (http_status(detailed.overall_status), Json(detailed)).into_response()
+}
+
+fn http_status(status: HealthStatus) -> StatusCode {
+    if status.is_available() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
