@@ -2,7 +2,7 @@
 //! PostgreSQL, in one process (see BENCHMARKS.md).
 //!
 //! ```sh
-//! cargo run --release -p dbmetrics-examples --bin loadgen -- --round-secs 1 --rounds 6
+//! cargo run --release -p dbmetrics-examples --bin loadgen -- --round-secs 0.2 --rounds 30
 //! ```
 //!
 //! For each query (`SELECT 1`, a primary-key lookup in a table it creates) and each
@@ -13,7 +13,10 @@
 //! recording into the Prometheus recorder, with the pool monitored by
 //! `setup_database_monitoring`. It prints throughput and p50/p99 latency per mode and the
 //! tracked/untracked throughput ratio: of the totals over all rounds, and the median and range
-//! of the ratios of each pair of rounds (the median shrugs off a round hit by other load).
+//! of the ratios of each pair of rounds (the median shrugs off a round hit by other load); and
+//! the process's CPU time per call in each mode (from `/proc/self/task/*/schedstat`), which
+//! other load on the machine disturbs much less than throughput; and `dp50`, the tracked
+//! minus the untracked median latency.
 //!
 //! PostgreSQL: `DATABASE_URL`, else 127.0.0.1:5432, else a throwaway cluster (as the tests).
 
@@ -103,8 +106,8 @@ struct Options {
 const USAGE: &str =
     "usage: loadgen [--round-secs SECS] [--rounds N] [--warmup-secs SECS] [--concurrency 1,8,32]
 
-  --round-secs SECS    length of one round (default 1.0)
-  --rounds N           round pairs (untracked + tracked) per query and concurrency (default 6)
+  --round-secs SECS    length of one round (default 0.2)
+  --rounds N           round pairs (untracked + tracked) per query and concurrency (default 30)
   --warmup-secs SECS   warm-up per query and concurrency, each mode (default 0.5)
   --concurrency LIST   concurrent tasks, comma separated (default 1,8,32)
 
@@ -112,8 +115,8 @@ Total time is about 2 queries x |LIST| x 2 x (warmup + rounds x round): 78 s by 
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
-        round: Duration::from_secs(1),
-        rounds: 6,
+        round: Duration::from_millis(200),
+        rounds: 30,
         warmup: Duration::from_millis(500),
         concurrency: vec![1, 8, 32],
     };
@@ -199,9 +202,22 @@ async fn worker(
     latencies
 }
 
+/// CPU time used so far by the threads of this process, in nanoseconds (the sum of the first
+/// field of `/proc/self/task/*/schedstat`); `None` where that is not available.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 struct Round {
     calls: u64,
     elapsed: Duration,
+    cpu_ns: Option<u64>,
     latencies: Vec<u64>,
 }
 
@@ -213,6 +229,7 @@ async fn round(
     length: Duration,
     errors: &Arc<AtomicU64>,
 ) -> Round {
+    let cpu_start = process_cpu_ns();
     let start = Instant::now();
     let deadline = start + length;
     let handles: Vec<_> = (0..tasks)
@@ -234,14 +251,19 @@ async fn round(
     Round {
         calls: latencies.len() as u64,
         elapsed: start.elapsed(),
+        cpu_ns: process_cpu_ns()
+            .zip(cpu_start)
+            .map(|(end, start)| end.saturating_sub(start)),
         latencies,
     }
 }
 
 #[derive(Default)]
 struct Totals {
+    rounds: usize,
     calls: u64,
     elapsed: Duration,
+    cpu_ns: Option<u64>,
     latencies: Vec<u64>,
 }
 
@@ -249,11 +271,24 @@ impl Totals {
     fn add(&mut self, round: Round) {
         self.calls += round.calls;
         self.elapsed += round.elapsed;
+        self.cpu_ns = match (self.rounds, self.cpu_ns, round.cpu_ns) {
+            (0, _, cpu) => cpu,
+            (_, Some(total), Some(cpu)) => Some(total + cpu),
+            _ => None,
+        };
+        self.rounds += 1;
         self.latencies.extend(round.latencies);
     }
 
     fn throughput(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// CPU time of the whole process (client side: tokio, tokio-postgres, deadpool, dbmetrics,
+    /// the exporter's upkeep thread) per call, in microseconds.
+    fn cpu_us_per_call(&self) -> f64 {
+        self.cpu_ns
+            .map_or(f64::NAN, |ns| ns as f64 / 1_000.0 / self.calls as f64)
     }
 
     fn percentile_us(&mut self, p: f64) -> f64 {
@@ -324,7 +359,7 @@ fn main() -> ExitCode {
         };
 
         println!(
-            "loadgen: {} rounds of {:.1} s per mode, warm-up {:.1} s, concurrency {:?}, {} worker threads",
+            "loadgen: {} rounds of {:.2} s per mode, warm-up {:.2} s, concurrency {:?}, {} worker threads",
             options.rounds,
             options.round.as_secs_f64(),
             options.warmup.as_secs_f64(),
@@ -333,8 +368,19 @@ fn main() -> ExitCode {
         );
         println!();
         println!(
-            "{:<10} {:>5}  {:<10} {:>10} {:>9} {:>9}   {:>6} {:>7}  {:>13}",
-            "query", "tasks", "mode", "calls/s", "p50 us", "p99 us", "ratio", "median", "pairs min..max"
+            "{:<10} {:>5}  {:<10} {:>10} {:>9} {:>9} {:>11} {:>8}   {:>6} {:>7}  {:>13}  {:>9}",
+            "query",
+            "tasks",
+            "mode",
+            "calls/s",
+            "p50 us",
+            "p99 us",
+            "cpu us/call",
+            "dp50 us",
+            "ratio",
+            "median",
+            "pairs min..max",
+            "cpu ratio"
         );
         let errors = Arc::new(AtomicU64::new(0));
         let mut tracked_calls = [0u64; 2];
@@ -387,26 +433,30 @@ fn main() -> ExitCode {
                 };
                 worst_median = worst_median.min(median);
                 println!(
-                    "{:<10} {:>5}  {:<10} {:>10.0} {:>9.1} {:>9.1}",
+                    "{:<10} {:>5}  {:<10} {:>10.0} {:>9.1} {:>9.1} {:>11.2}",
                     query.label(),
                     tasks,
                     "untracked",
                     untracked.throughput(),
                     untracked.percentile_us(0.50),
                     untracked.percentile_us(0.99),
+                    untracked.cpu_us_per_call(),
                 );
                 println!(
-                    "{:<10} {:>5}  {:<10} {:>10.0} {:>9.1} {:>9.1}   {:>6.3} {:>7.3}  {:>6.3}..{:.3}",
+                    "{:<10} {:>5}  {:<10} {:>10.0} {:>9.1} {:>9.1} {:>11.2} {:>+8.2}   {:>6.3} {:>7.3}  {:>6.3}..{:.3}  {:>9.3}",
                     query.label(),
                     tasks,
                     "tracked",
                     tracked.throughput(),
                     tracked.percentile_us(0.50),
                     tracked.percentile_us(0.99),
+                    tracked.cpu_us_per_call(),
+                    tracked.percentile_us(0.50) - untracked.percentile_us(0.50),
                     ratio,
                     median,
                     lo,
                     hi,
+                    tracked.cpu_us_per_call() / untracked.cpu_us_per_call(),
                 );
             }
         }
