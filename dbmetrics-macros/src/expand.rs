@@ -4,8 +4,8 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::visit::Visit;
-use syn::{Expr, FnArg, ItemFn, LitStr, ReturnType, Type};
+use syn::visit_mut::VisitMut;
+use syn::{Expr, FnArg, Ident, ItemFn, LitStr, ReturnType, Type};
 
 use crate::attr::{QueryArgs, TransactionArgs};
 
@@ -70,6 +70,10 @@ fn expand(
             format!("#[{macro_name}] cannot track a `const fn`: it runs at compile time"),
         ));
     }
+    // `#![inner]` attributes of the body were parsed into `attrs`: they go back into the body.
+    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
 
     let fn_name = name.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span()));
     let receiver = sig.inputs.first().and_then(|arg| match arg {
@@ -83,17 +87,36 @@ fn expand(
         Type::Reference(reference) => reference.mutability.is_none(),
         _ => false,
     });
+    // A plain `fn` returning a future (`#[async_trait]` methods, `-> impl Future`): the call is
+    // the returned future, which the guard has to travel with.
+    let returns_future = match (&sig.asyncness, &sig.output) {
+        (None, ReturnType::Type(_, ty)) => future_shape(ty),
+        _ => None,
+    };
+
+    // Internal names are hygienic: user code can neither see nor shadow them.
+    let metrics_var = Ident::new("__dbmetrics_metrics", Span::mixed_site());
+    // Located at the `metrics = ...` expression, so that a type error points at it.
+    let source_var = Ident::new(
+        "__dbmetrics_source",
+        Span::mixed_site().located_at(metrics.as_ref().map_or_else(Span::call_site, |e| e.span())),
+    );
+    let guard_var = Ident::new("__dbmetrics_guard", Span::mixed_site());
+    let output_var = Ident::new("__dbmetrics_output", Span::mixed_site());
+    let outcome_var = Ident::new("__dbmetrics_outcome", Span::mixed_site());
+    let future_var = Ident::new("__dbmetrics_future", Span::mixed_site());
+    let ret_var = Ident::new("__dbmetrics_ret", Span::mixed_site());
 
     let metrics_source = match (&metrics, receiver) {
         (Some(expr), _) => {
-            if shared_receiver || receiver.is_none() {
+            if (shared_receiver || receiver.is_none()) && returns_future.is_none() {
                 quote_spanned! {expr.span()=>
-                    let __dbmetrics_source = &(#expr);
-                    let __dbmetrics_metrics = ::dbmetrics::__private::metrics_ref(__dbmetrics_source);
+                    let #source_var = &(#expr);
+                    let #metrics_var = ::dbmetrics::__private::metrics_ref(#source_var);
                 }
             } else {
                 quote_spanned! {expr.span()=>
-                    let __dbmetrics_metrics = ::dbmetrics::__private::metrics_owned(&(#expr));
+                    let #metrics_var = ::dbmetrics::__private::metrics_owned(&(#expr));
                 }
             }
         }
@@ -101,12 +124,12 @@ fn expand(
             let self_token = &receiver.self_token;
             if shared_receiver {
                 quote_spanned! {receiver.self_token.span=>
-                    let __dbmetrics_metrics =
+                    let #metrics_var =
                         <Self as ::dbmetrics::__private::TrackedRepository>::metrics(#self_token);
                 }
             } else {
                 quote_spanned! {receiver.self_token.span=>
-                    let __dbmetrics_metrics = ::dbmetrics::__private::metrics_owned(
+                    let #metrics_var = ::dbmetrics::__private::metrics_owned(
                         <Self as ::dbmetrics::__private::TrackedRepository>::metrics(&#self_token),
                     );
                 }
@@ -120,9 +143,16 @@ fn expand(
                     "#[{macro_name}] on `{ident}` has no `self` to record through: name the \
                      metrics, e.g. #[{macro_name}({example}, metrics = metrics)] where `metrics` \
                      is a `&DatabaseMetrics` parameter",
-                    example = match site {
-                        SiteSpec::Query { .. } => "select, \"content\"",
-                        SiteSpec::Transaction { .. } => "\"archive_content\"",
+                    example = match &site {
+                        SiteSpec::Query { variant, table, .. } => format!(
+                            "{}, {}",
+                            variant.to_lowercase(),
+                            table
+                                .as_ref()
+                                .map(|t| format!("{:?}", t.value()))
+                                .unwrap_or_else(|| "\"content\"".into())
+                        ),
+                        SiteSpec::Transaction { name } => format!("{:?}", name.value()),
                     }
                 ),
             ));
@@ -135,7 +165,7 @@ fn expand(
             op_span,
             table,
         } => {
-            let variant = syn::Ident::new(variant, *op_span);
+            let variant = Ident::new(variant, *op_span);
             let op = quote_spanned! {*op_span=> ::dbmetrics::__private::Operation::#variant };
             match table {
                 Some(table) => (
@@ -173,69 +203,176 @@ fn expand(
         ),
     };
 
-    // The body runs in a closure that returns the declared type, so that `return`, `?` and the
-    // tail expression are checked against it with the user's spans, as before the attribute.
-    // `impl Trait` cannot be named there, and an elided lifetime would name a fresh lifetime
-    // of the closure instead of the function's: those outputs are left to inference.
-    let output_ty = match &sig.output {
-        ReturnType::Default => Some(quote! { () }),
-        ReturnType::Type(_, ty) if !needs_inference(ty) => Some(ty.to_token_stream()),
-        ReturnType::Type(..) => None,
+    let outcome = quote! {
+        #[allow(clippy::needless_borrow, clippy::unnecessary_mut_passed)]
+        let #outcome_var = {
+            #[allow(unused_imports)]
+            use ::dbmetrics::__private::outcome::{
+                ViaAnyError as _, ViaAsRefError as _, ViaClassify as _, ViaStdError as _,
+                ViaValue as _,
+            };
+            (&&&&&::dbmetrics::__private::outcome::Wrap(&#output_var)).__dbmetrics_outcome()
+        };
     };
-    let run_body = match (&sig.asyncness, output_ty) {
-        (Some(_), Some(ty)) => quote! { (async || -> #ty #block)().await },
-        (Some(_), None) => quote! { async #block.await },
-        (None, Some(ty)) => quote! { (|| -> #ty #block)() },
-        (None, None) => quote! { (|| #block)() },
+    let record = quote! {
+        let #guard_var = ::dbmetrics::__private::CallGuard::start(
+            #metrics_var,
+            &__DBMETRICS_SITE,
+            #table_expr,
+        );
+    };
+
+    if let Some(shape) = returns_future {
+        // The body builds the future; timing starts when the future is first polled, as it
+        // would for an `async fn`.
+        let make_future = match output_type(&sig.output) {
+            Some(ty) => quote! { (|| -> #ty #block)() },
+            None => quote! { (|| #block)() },
+        };
+        let tracked = quote! {
+            async move {
+                #record
+                let #output_var = #guard_var.body(#future_var).await;
+                #outcome
+                #guard_var.finish(#outcome_var);
+                #output_var
+            }
+        };
+        let tail = match shape {
+            FutureShape::Impl => tracked,
+            FutureShape::Boxed => quote! { ::std::boxed::Box::pin(#tracked) },
+        };
+        return Ok(quote! {
+            #(#outer_attrs)*
+            #vis #sig {
+                #(#inner_attrs)*
+                static __DBMETRICS_SITE: ::dbmetrics::__private::CallSite = #site_init;
+                #metrics_source
+                #[allow(clippy::redundant_closure_call)]
+                let #future_var = #make_future;
+                #tail
+            }
+        });
+    }
+
+    // The body runs with the declared return type as its expected type, so that `return`, `?`,
+    // coercions and the tail are checked as they were before the attribute: the first
+    // (never taken) `return` fixes the type of every later one (the `async-trait` trick).
+    // `impl Trait` in the declared type is left to inference (`_`).
+    let typed_body = match output_type(&sig.output) {
+        Some(ty) => quote! {
+            {
+                #[allow(unreachable_code)]
+                if let ::core::option::Option::Some(#ret_var) = ::core::option::Option::None::<#ty> {
+                    return #ret_var;
+                }
+                #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
+                let #ret_var: #ty = #block;
+                #[allow(unreachable_code)]
+                #ret_var
+            }
+        },
+        None => block.to_token_stream(),
+    };
+    let run_body = if sig.asyncness.is_some() {
+        quote! { #guard_var.body(async move #typed_body).await }
+    } else {
+        quote! { #guard_var.run(move || #typed_body) }
     };
 
     Ok(quote! {
-        #(#attrs)*
+        #(#outer_attrs)*
         #vis #sig {
+            #(#inner_attrs)*
             static __DBMETRICS_SITE: ::dbmetrics::__private::CallSite = #site_init;
             #metrics_source
-            let __dbmetrics_guard = ::dbmetrics::__private::CallGuard::start(
-                __dbmetrics_metrics,
-                &__DBMETRICS_SITE,
-                #table_expr,
-            );
+            #record
             #[allow(clippy::redundant_closure_call, unused_mut)]
-            let __dbmetrics_output = #run_body;
-            #[allow(clippy::needless_borrow, clippy::unnecessary_mut_passed)]
-            let __dbmetrics_outcome = {
-                #[allow(unused_imports)]
-                use ::dbmetrics::__private::outcome::{
-                    ViaAnyError as _, ViaClassify as _, ViaStdError as _, ViaValue as _,
-                };
-                (&&&&::dbmetrics::__private::outcome::Wrap(&__dbmetrics_output))
-                    .__dbmetrics_outcome()
-            };
-            __dbmetrics_guard.finish(__dbmetrics_outcome);
-            __dbmetrics_output
+            let #output_var = #run_body;
+            #outcome
+            #guard_var.finish(#outcome_var);
+            #output_var
         }
     })
 }
 
-/// Whether `ty` holds `impl Trait` or an elided lifetime (`&T`, `'_`).
-fn needs_inference(ty: &Type) -> bool {
-    struct Finder(bool);
-    impl<'ast> Visit<'ast> for Finder {
-        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
-            self.0 = true;
-        }
-        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-            if r.lifetime.is_none() {
-                self.0 = true;
+/// The declared return type with every `impl Trait` replaced by `_` (`()` when none is
+/// declared); `None` when nothing useful is left to annotate with.
+fn output_type(output: &ReturnType) -> Option<TokenStream> {
+    match output {
+        ReturnType::Default => Some(quote! { () }),
+        ReturnType::Type(_, ty) => {
+            if matches!(**ty, Type::ImplTrait(_)) {
+                return None;
             }
-            syn::visit::visit_type_reference(self, r);
+            let mut ty = (**ty).clone();
+            struct Infer;
+            impl VisitMut for Infer {
+                fn visit_type_mut(&mut self, ty: &mut Type) {
+                    if matches!(ty, Type::ImplTrait(_)) {
+                        *ty = Type::Infer(syn::TypeInfer {
+                            underscore_token: Default::default(),
+                        });
+                    } else {
+                        syn::visit_mut::visit_type_mut(self, ty);
+                    }
+                }
+            }
+            Infer.visit_type_mut(&mut ty);
+            Some(ty.to_token_stream())
         }
-        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
-            if l.ident == "_" {
-                self.0 = true;
+    }
+}
+
+/// How a plain `fn` returns a future, if it does.
+enum FutureShape {
+    /// `-> impl Future<Output = T> (+ ...)`
+    Impl,
+    /// `-> Pin<Box<dyn Future<Output = T> + ...>>` (what `#[async_trait]` writes) or
+    /// `BoxFuture<'_, T>` / `LocalBoxFuture<'_, T>`
+    Boxed,
+}
+
+fn future_shape(ty: &Type) -> Option<FutureShape> {
+    fn is_future_bound(bound: &syn::TypeParamBound) -> bool {
+        matches!(bound, syn::TypeParamBound::Trait(t)
+            if t.path.segments.last().is_some_and(|s| s.ident == "Future"))
+    }
+    fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+        match ty {
+            Type::Path(p) => p.path.segments.last(),
+            _ => None,
+        }
+    }
+    fn first_type_arg(segment: &syn::PathSegment) -> Option<&Type> {
+        match &segment.arguments {
+            syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+                syn::GenericArgument::Type(t) => Some(t),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+    match ty {
+        Type::ImplTrait(t) if t.bounds.iter().any(is_future_bound) => Some(FutureShape::Impl),
+        _ => {
+            let segment = last_segment(ty)?;
+            if segment.ident == "BoxFuture" || segment.ident == "LocalBoxFuture" {
+                return Some(FutureShape::Boxed);
+            }
+            if segment.ident != "Pin" {
+                return None;
+            }
+            let boxed = last_segment(first_type_arg(segment)?)?;
+            if boxed.ident != "Box" {
+                return None;
+            }
+            match first_type_arg(boxed)? {
+                Type::TraitObject(object) if object.bounds.iter().any(is_future_bound) => {
+                    Some(FutureShape::Boxed)
+                }
+                _ => None,
             }
         }
     }
-    let mut finder = Finder(false);
-    finder.visit_type(ty);
-    finder.0
 }

@@ -106,7 +106,7 @@ impl InfrastructureEnhancer {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::outcome;
-    pub use crate::record::{CallGuard, CallSite, Operation, QueryMetrics};
+    pub use crate::record::{Body, CallGuard, CallSite, Operation, QueryMetrics};
     pub use crate::{DefaultTable, TrackedRepository};
 
     /// Borrows a metrics sink (gives one clear error when `m` is not one).

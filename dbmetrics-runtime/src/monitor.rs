@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     poll_interval: Duration,
     slow_query_threshold: Option<Duration>,
     sites: SiteCache,
+    /// Handles of sites recording under more than one table (see `Inner::other_table`).
+    other_tables: Mutex<Vec<(u32, &'static str, Arc<SiteHandles>)>>,
     pub(crate) pool: Option<Arc<PoolHandles>>,
     /// Never sent on: dropped with the last handle, which stops the poller at once. Its
     /// receiver count says whether a poller runs.
@@ -145,6 +147,7 @@ impl DatabaseMetrics {
                 poll_interval,
                 slow_query_threshold,
                 sites: SiteCache::new(),
+                other_tables: Mutex::new(Vec::new()),
                 pool,
                 stop: watch::Sender::new(()),
                 recorder,
@@ -222,7 +225,14 @@ impl Inner {
             .sites
             .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
         {
-            Some(handles) => handles.record(sample),
+            Some(handles)
+                if std::ptr::eq(handles.table, sample.table) || handles.table == sample.table =>
+            {
+                handles.record(sample)
+            }
+            // One site, another table: a trait's default method or a generic impl whose `Self`
+            // types have different default tables.
+            Some(_) => self.other_table(sample).record(sample),
             // More distinct sites than the cache holds: register per call (allocates, still correct).
             None => SiteHandles::new(&self.catalog, sample).record(sample),
         }
@@ -231,6 +241,26 @@ impl Inner {
                 log_slow(self.catalog.service(), sample);
             }
         }
+    }
+}
+
+impl Inner {
+    #[cold]
+    fn other_table(&self, sample: &Sample) -> Arc<SiteHandles> {
+        let mut others = self
+            .other_tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = sample.site.id();
+        if let Some((_, _, handles)) = others
+            .iter()
+            .find(|(site, table, _)| *site == id && *table == sample.table)
+        {
+            return handles.clone();
+        }
+        let handles = Arc::new(SiteHandles::new(&self.catalog, sample));
+        others.push((id, sample.table, handles.clone()));
+        handles
     }
 }
 
@@ -387,6 +417,8 @@ pub(crate) fn intern(value: &str) -> &'static str {
 
 /// Handles of one call site in one [`DatabaseMetrics`]: resolved once, then reused.
 struct SiteHandles {
+    /// The table these handles are labelled with.
+    table: &'static str,
     duration: [Histogram; 3],
     transactions: Option<[Counter; 3]>,
     errors: ErrorCounters,
@@ -409,6 +441,7 @@ impl SiteHandles {
                     )
                 });
                 Self {
+                    table: sample.table,
                     duration,
                     transactions: None,
                     errors: ErrorCounters::new(catalog, operation.as_str(), sample.table),
@@ -424,6 +457,7 @@ impl SiteHandles {
                 let duration_name = catalog.name(Metric::TransactionDuration);
                 let total_name = catalog.name(Metric::Transactions);
                 Self {
+                    table: sample.table,
                     duration: RESULTS.map(|r| register_histogram(duration_name, labels(r))),
                     transactions: Some(RESULTS.map(|r| register_counter(total_name, labels(r)))),
                     errors: ErrorCounters::new(catalog, "transaction", transaction),

@@ -2,9 +2,12 @@
 //! records one tracked call on every exit path.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// The operation of a tracked query: a closed set, checked at compile time by the macros.
@@ -308,6 +311,9 @@ pub struct CallGuard<M: QueryMetrics> {
     table: &'static str,
     start: Instant,
     armed: bool,
+    /// Set while the tracked body runs (is polled): a panic then is the call's own panic; a
+    /// guard dropped while some other code unwinds is a cancelled call.
+    in_body: AtomicBool,
 }
 
 impl<M: QueryMetrics> CallGuard<M> {
@@ -320,6 +326,25 @@ impl<M: QueryMetrics> CallGuard<M> {
             table,
             start: Instant::now(),
             armed: true,
+            in_body: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs the body of a tracked sync fn.
+    #[inline]
+    pub fn run<R>(&self, body: impl FnOnce() -> R) -> R {
+        self.in_body.store(true, Ordering::Relaxed);
+        let output = body();
+        self.in_body.store(false, Ordering::Relaxed);
+        output
+    }
+
+    /// Wraps the body of a tracked async fn, to know when it is being polled.
+    #[inline]
+    pub fn body<F: Future>(&self, future: F) -> Body<'_, F> {
+        Body {
+            in_body: &self.in_body,
+            future,
         }
     }
 
@@ -342,10 +367,33 @@ impl<M: QueryMetrics> CallGuard<M> {
     }
 }
 
+/// The body of a tracked async fn, polled with the guard's `in_body` flag set.
+#[must_use = "futures do nothing unless polled"]
+pub struct Body<'a, F> {
+    in_body: &'a AtomicBool,
+    future: F,
+}
+
+impl<F: Future> Future for Body<'_, F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned: it is never moved out of `self`, and `Body`
+        // has no `Drop` impl and is `Unpin` only when `F` is.
+        let this = unsafe { self.get_unchecked_mut() };
+        this.in_body.store(true, Ordering::Relaxed);
+        let poll = unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx);
+        // Not reached when the poll panics: the flag then says the body panicked.
+        this.in_body.store(false, Ordering::Relaxed);
+        poll
+    }
+}
+
 impl<M: QueryMetrics> Drop for CallGuard<M> {
     fn drop(&mut self) {
         if self.armed {
-            let outcome = if std::thread::panicking() {
+            let outcome = if std::thread::panicking() && self.in_body.load(Ordering::Relaxed) {
                 Outcome::Error {
                     error_type: crate::classify::PANIC,
                 }
@@ -359,10 +407,11 @@ impl<M: QueryMetrics> Drop for CallGuard<M> {
 
 /// Outcome of a returned value, by autoref specialization: `Err(e)` is an error classified by
 /// [`crate::ClassifyError`] when `e` implements it, else by its `source()` chain when it is a
-/// `std::error::Error`, else `other`; anything that is not a `Result` is a success.
+/// `std::error::Error` (or lends one through `AsRef`, as `anyhow::Error` does), else `other`;
+/// anything that is not a `Result` is a success.
 ///
 /// Used by macro-generated code as
-/// `(&&&&Wrap(&value)).__dbmetrics_outcome()` with the traits of this module in scope.
+/// `(&&&&&Wrap(&value)).__dbmetrics_outcome()` with the traits of this module in scope.
 #[doc(hidden)]
 pub mod outcome {
     use super::Outcome;
@@ -373,7 +422,7 @@ pub mod outcome {
     pub trait ViaClassify {
         fn __dbmetrics_outcome(&self) -> Outcome;
     }
-    impl<T, E: ClassifyError> ViaClassify for &&&Wrap<'_, Result<T, E>> {
+    impl<T, E: ClassifyError> ViaClassify for &&&&Wrap<'_, Result<T, E>> {
         #[inline]
         fn __dbmetrics_outcome(&self) -> Outcome {
             match self.0 {
@@ -388,13 +437,33 @@ pub mod outcome {
     pub trait ViaStdError {
         fn __dbmetrics_outcome(&self) -> Outcome;
     }
-    impl<T, E: std::error::Error + 'static> ViaStdError for &&Wrap<'_, Result<T, E>> {
+    impl<T, E: std::error::Error + 'static> ViaStdError for &&&Wrap<'_, Result<T, E>> {
         #[inline]
         fn __dbmetrics_outcome(&self) -> Outcome {
             match self.0 {
                 Ok(_) => Outcome::Success,
                 Err(e) => Outcome::Error {
                     error_type: classify(e),
+                },
+            }
+        }
+    }
+
+    /// `anyhow::Error`, `eyre::Report` and the like: not `std::error::Error` themselves, but
+    /// they lend one.
+    pub trait ViaAsRefError {
+        fn __dbmetrics_outcome(&self) -> Outcome;
+    }
+    impl<T, E> ViaAsRefError for &&Wrap<'_, Result<T, E>>
+    where
+        E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+    {
+        #[inline]
+        fn __dbmetrics_outcome(&self) -> Outcome {
+            match self.0 {
+                Ok(_) => Outcome::Success,
+                Err(e) => Outcome::Error {
+                    error_type: classify(e.as_ref()),
                 },
             }
         }
@@ -441,29 +510,29 @@ mod tests {
     #[allow(clippy::needless_borrow)]
     fn outcome_specialization() {
         let ok: Result<u8, Mine> = Ok(1);
-        assert_eq!((&&&&Wrap(&ok)).__dbmetrics_outcome(), Outcome::Success);
+        assert_eq!((&&&&&Wrap(&ok)).__dbmetrics_outcome(), Outcome::Success);
         let mine: Result<u8, Mine> = Err(Mine);
         assert_eq!(
-            (&&&&Wrap(&mine)).__dbmetrics_outcome(),
+            (&&&&&Wrap(&mine)).__dbmetrics_outcome(),
             Outcome::Error { error_type: "mine" }
         );
         let io: Result<(), std::fmt::Error> = Err(std::fmt::Error);
         assert_eq!(
-            (&&&&Wrap(&io)).__dbmetrics_outcome(),
+            (&&&&&Wrap(&io)).__dbmetrics_outcome(),
             Outcome::Error {
                 error_type: "other"
             }
         );
         let s: Result<(), String> = Err("x".into());
         assert_eq!(
-            (&&&&Wrap(&s)).__dbmetrics_outcome(),
+            (&&&&&Wrap(&s)).__dbmetrics_outcome(),
             Outcome::Error {
                 error_type: "other"
             }
         );
         let v: Option<u8> = None;
-        assert_eq!((&&&&Wrap(&v)).__dbmetrics_outcome(), Outcome::Success);
-        assert_eq!((&&&&Wrap(&())).__dbmetrics_outcome(), Outcome::Success);
+        assert_eq!((&&&&&Wrap(&v)).__dbmetrics_outcome(), Outcome::Success);
+        assert_eq!((&&&&&Wrap(&())).__dbmetrics_outcome(), Outcome::Success);
     }
 
     #[test]

@@ -186,7 +186,7 @@ where
         crate::record::SiteKind::Transaction { name } => name,
     };
     let guard = CallGuard::start(metrics, site, table);
-    let output = future.await;
+    let output = guard.body(future).await;
     guard.finish(output.outcome());
     output
 }
