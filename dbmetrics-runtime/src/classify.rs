@@ -9,9 +9,11 @@ use std::error::Error as StdError;
 
 use deadpool_postgres::PoolError;
 
-/// The connection was closed (by the server, a proxy, or the client side shutting down).
+/// The connection was closed (by the server, a proxy, or the client side shutting down; also an
+/// I/O error that says so: end of stream, reset, aborted, broken pipe).
 pub const CONNECTION_CLOSED: &str = "connection_closed";
-/// Could not connect or talk to the server (I/O error, connect timeout, TLS).
+/// Could not connect or talk to the server (connection refused, any other I/O error than the
+/// peer closing the connection, connect timeout, TLS).
 pub const CONNECTION: &str = "connection";
 /// The pool did not hand out a connection in time (any stage: wait, create, recycle).
 pub const POOL_TIMEOUT: &str = "pool_timeout";
