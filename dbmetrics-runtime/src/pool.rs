@@ -401,6 +401,18 @@ impl Drop for TrackedConnection {
     }
 }
 
+impl DatabaseMetrics {
+    /// The body of one pool-poller tick: reads `pool.status()` and sets the five pool gauges,
+    /// exactly as the poller does every interval. Does nothing for metrics set up without a
+    /// pool. Not public API: it exists so that benchmarks can measure the tick in isolation.
+    #[doc(hidden)]
+    pub fn __poll_tick(&self, pool: &Pool) {
+        if let Some(handles) = &self.inner.pool {
+            handles.gauges.set_status(pool.status());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

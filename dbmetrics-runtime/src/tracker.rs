@@ -2,13 +2,14 @@
 //! transaction, and [`RepositoryMiddleware`] wraps methods of repositories that cannot take an
 //! attribute.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
 
 use crate::classify::ClassifyError;
 use crate::monitor::DatabaseMetrics;
-use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics};
+use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteKind};
 
 /// How the tracker tells success from error in a future's output.
 ///
@@ -270,6 +271,32 @@ fn query_site(operation: &dyn AsOperation, table: &str, function: &str) -> &'sta
         }
     };
     let index = op as usize;
+    // Most callers pass the same literals every time: a small per-thread cache answers them
+    // without the global lock and hash lookups.
+    let slot = (table.as_ptr() as usize >> 3)
+        .wrapping_add(function.as_ptr() as usize >> 3)
+        .wrapping_add(table.len() * 31 + index)
+        % RECENT_SLOTS;
+    if let Some(site) = RECENT.with(|recent| recent[slot].get())
+        && site.name() == function
+        && matches!(site.kind(), SiteKind::Query { operation, table: Some(t) } if operation == op && t == table)
+    {
+        return site;
+    }
+    let site = interned_query_site(op, table, function);
+    RECENT.with(|recent| recent[slot].set(Some(site)));
+    site
+}
+
+const RECENT_SLOTS: usize = 16;
+
+thread_local! {
+    static RECENT: [Cell<Option<&'static CallSite>>; RECENT_SLOTS] =
+        const { [const { Cell::new(None) }; RECENT_SLOTS] };
+}
+
+fn interned_query_site(op: Operation, table: &str, function: &str) -> &'static CallSite {
+    let index = op as usize;
     if let Some(site) = QUERY_SITES
         .read()
         .unwrap_or_else(PoisonError::into_inner)
@@ -350,6 +377,34 @@ pub(crate) fn transaction_site(name: &str) -> &'static CallSite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_per_thread_cache_never_answers_with_another_site() {
+        let tables: Vec<String> = (0..100).map(|i| format!("cache_t{i}")).collect();
+        for _ in 0..3 {
+            for (i, table) in tables.iter().enumerate() {
+                let op = Operation::ALL[i % Operation::ALL.len()];
+                let function = if i % 2 == 0 { "even" } else { "odd" };
+                let site = query_site(&op, table, function);
+                assert_eq!(
+                    site.kind(),
+                    SiteKind::Query {
+                        operation: op,
+                        table: Some(site_table(site)),
+                    }
+                );
+                assert_eq!(site_table(site), table);
+                assert_eq!(site.name(), function);
+            }
+        }
+    }
+
+    fn site_table(site: &CallSite) -> &'static str {
+        match site.kind() {
+            SiteKind::Query { table: Some(t), .. } => t,
+            other => panic!("not a query site with a table: {other:?}"),
+        }
+    }
 
     #[test]
     fn sites_are_interned() {

@@ -132,6 +132,26 @@ impl ItemRepository {
     }
 }
 
+type RepoResult<T> = Result<T, RepoError>;
+
+/// No `#[metrics]` marker: the one `DatabaseMetrics` field is the metrics field.
+#[derive(TrackedRepository)]
+struct ImplicitRepository {
+    label: &'static str,
+    metrics: DatabaseMetrics,
+}
+
+impl ImplicitRepository {
+    #[track_query(select, "aliased")]
+    async fn through_an_alias(&self, fail: bool) -> RepoResult<&'static str> {
+        if fail {
+            Err(RepoError::NotFound)
+        } else {
+            Ok(self.label)
+        }
+    }
+}
+
 #[track_query(select, "free", metrics = metrics)]
 async fn free_function(
     metrics: &DatabaseMetrics,
@@ -338,6 +358,42 @@ async fn receivers_generics_sync_and_free_functions() {
     assert_eq!(count("copy", "items", "success"), 1.0);
     assert_eq!(count("delete", "items", "success"), 1.0);
     assert_eq!(count("select", "free", "success"), 1.0);
+}
+
+#[tokio::test]
+async fn a_result_type_alias_and_the_implicit_metrics_field() {
+    let (repo, service) = setup("svc_alias").await;
+    let implicit = ImplicitRepository {
+        label: "ok",
+        metrics: repo.metrics.clone(),
+    };
+    assert_eq!(implicit.through_an_alias(false).await.unwrap(), "ok");
+    assert!(implicit.through_an_alias(true).await.is_err());
+    assert!(implicit.through_an_alias(true).await.is_err());
+    let e = scrape();
+    let count = |result| {
+        e.value(
+            &format!("{}_count", q(&service)),
+            &[
+                ("operation", "select"),
+                ("table", "aliased"),
+                ("result", result),
+            ],
+        )
+    };
+    assert_eq!(count("success"), 1.0);
+    assert_eq!(count("error"), 2.0);
+    assert_eq!(
+        e.value(
+            &format!("{service}_database_errors_total"),
+            &[
+                ("operation", "select"),
+                ("table", "aliased"),
+                ("error_type", "other")
+            ]
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
