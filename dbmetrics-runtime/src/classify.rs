@@ -9,9 +9,11 @@ use std::error::Error as StdError;
 
 use deadpool_postgres::PoolError;
 
-/// The connection was closed (by the server, a proxy, or the client side shutting down).
+/// The connection was closed (by the server, a proxy, or the client side shutting down; also an
+/// I/O error that says so: end of stream, reset, aborted, broken pipe).
 pub const CONNECTION_CLOSED: &str = "connection_closed";
-/// Could not connect or talk to the server (I/O error, connect timeout, TLS).
+/// Could not connect or talk to the server (connection refused, any other I/O error than the
+/// peer closing the connection, connect timeout, TLS).
 pub const CONNECTION: &str = "connection";
 /// The pool did not hand out a connection in time (any stage: wait, create, recycle).
 pub const POOL_TIMEOUT: &str = "pool_timeout";
@@ -70,7 +72,7 @@ impl ClassifyError for PoolError {
 
 impl ClassifyError for std::io::Error {
     fn error_type(&self) -> &'static str {
-        CONNECTION
+        classify_io(self)
     }
 }
 
@@ -107,8 +109,8 @@ pub fn classify(err: &(dyn StdError + 'static)) -> &'static str {
         if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
             return sqlstate_name(db.code().code());
         }
-        if e.is::<std::io::Error>() {
-            return CONNECTION;
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return classify_io(io);
         }
         current = e.source();
     }
@@ -161,13 +163,7 @@ pub fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
     let mut source = err.source();
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::BrokenPipe => CONNECTION_CLOSED,
-                _ => CONNECTION,
-            };
+            return classify_io(io);
         }
         source = e.source();
     }
@@ -182,6 +178,21 @@ pub fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
         return CONNECTION;
     }
     OTHER
+}
+
+/// Classifies an I/O error under a database call: the peer closing the connection
+/// (`UnexpectedEof`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`) is
+/// `connection_closed`, anything else `connection`. The same wherever the I/O error is found:
+/// inside a `tokio_postgres::Error`, or directly in a `source()` chain (a
+/// `#[error(transparent)]` wrapper of a driver error shows its I/O source, not the driver error).
+pub fn classify_io(err: &std::io::Error) -> &'static str {
+    match err.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => CONNECTION_CLOSED,
+        _ => CONNECTION,
+    }
 }
 
 /// Classifies a deadpool-postgres `PoolError`.
@@ -269,6 +280,44 @@ mod tests {
             classify(&Transparent(PoolError::NoRuntimeSpecified)),
             "other"
         );
+    }
+
+    /// What `#[error(transparent)] Db(tokio_postgres::Error)` shows of a driver I/O error: the
+    /// wrapper's source is the I/O error itself.
+    #[derive(Debug)]
+    struct TransparentIo(std::io::Error);
+    impl std::fmt::Display for TransparentIo {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error communicating with the server")
+        }
+    }
+    impl StdError for TransparentIo {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn io_errors_get_one_class_wherever_they_are_found() {
+        use std::io::{Error, ErrorKind};
+        for (kind, class) in [
+            (ErrorKind::UnexpectedEof, "connection_closed"),
+            (ErrorKind::ConnectionReset, "connection_closed"),
+            (ErrorKind::ConnectionAborted, "connection_closed"),
+            (ErrorKind::BrokenPipe, "connection_closed"),
+            (ErrorKind::ConnectionRefused, "connection"),
+            (ErrorKind::TimedOut, "connection"),
+            (ErrorKind::Other, "connection"),
+        ] {
+            assert_eq!(classify_io(&Error::from(kind)), class, "{kind:?}");
+            assert_eq!(
+                classify(&TransparentIo(Error::from(kind))),
+                class,
+                "{kind:?}"
+            );
+            assert_eq!(classify(&Wrapper(Error::from(kind))), class, "{kind:?}");
+            assert_eq!(Error::from(kind).error_type(), class, "{kind:?}");
+        }
     }
 
     #[test]
