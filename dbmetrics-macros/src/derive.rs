@@ -7,7 +7,23 @@ use syn::{Data, DeriveInput, Fields, Member, Type};
 
 use crate::attr::TrackedArgs;
 
-pub(crate) fn tracked_repository(input: DeriveInput) -> syn::Result<TokenStream> {
+/// The derive's output; when it fails, the error plus the `DefaultTable` impl if the table
+/// itself was fine, so that methods do not also report a missing default table.
+pub(crate) fn derive(input: DeriveInput) -> TokenStream {
+    match tracked_repository(&input) {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            let error = error.into_compile_error();
+            let table = tracked_args(&input)
+                .ok()
+                .and_then(|args| args.table)
+                .map(|table| default_table_impl(&input, &table));
+            quote! { #error #table }
+        }
+    }
+}
+
+fn tracked_args(input: &DeriveInput) -> syn::Result<TrackedArgs> {
     let mut args = TrackedArgs::default();
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("tracked")) {
         let parsed: TrackedArgs = attr.parse_args()?;
@@ -21,7 +37,22 @@ pub(crate) fn tracked_repository(input: DeriveInput) -> syn::Result<TokenStream>
             args.table = Some(table);
         }
     }
+    Ok(args)
+}
 
+fn default_table_impl(input: &DeriveInput, table: &syn::LitStr) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics ::dbmetrics::__private::DefaultTable for #ident #ty_generics #where_clause {
+            const TABLE: &'static str = #table;
+        }
+    }
+}
+
+fn tracked_repository(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let args = tracked_args(input)?;
     let fields = match &input.data {
         Data::Struct(data) => &data.fields,
         Data::Enum(data) => {
@@ -112,14 +143,10 @@ pub(crate) fn tracked_repository(input: DeriveInput) -> syn::Result<TokenStream>
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let ty = &field.ty;
-    let default_table = args.table.as_ref().map(|table| {
-        quote! {
-            #[automatically_derived]
-            impl #impl_generics ::dbmetrics::__private::DefaultTable for #ident #ty_generics #where_clause {
-                const TABLE: &'static str = #table;
-            }
-        }
-    });
+    let default_table = args
+        .table
+        .as_ref()
+        .map(|table| default_table_impl(input, table));
     let metrics_ty = quote_spanned! {ty.span()=> type Metrics = #ty; };
     Ok(quote! {
         #[automatically_derived]

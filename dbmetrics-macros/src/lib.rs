@@ -87,9 +87,7 @@ pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(TrackedRepository, attributes(metrics, tracked))]
 pub fn derive_tracked_repository(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    derive::tracked_repository(input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    derive::derive(input).into()
 }
 
 /// On an error, emit it beside the item as written, so that the one error shown is ours and not

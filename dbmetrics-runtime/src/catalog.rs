@@ -280,8 +280,8 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), Error
         .find(|&(i, c)| !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
     {
         _ if value.is_empty() => "it is empty".to_owned(),
-        Some((0, c)) => format!("it starts with {c:?}"),
-        Some((i, c)) => format!("it contains {c:?} at position {i}"),
+        Some((0, c)) => format!("it starts with {c:?}{}", suggestion(value)),
+        Some((i, c)) => format!("it contains {c:?} at position {i}{}", suggestion(value)),
         None => return Ok(()),
     };
     Err(Error::InvalidName {
@@ -289,6 +289,18 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), Error
         name: value.to_owned(),
         reason,
     })
+}
+
+/// ` (did you mean "my_service"?)` for `my-service`: every other character made `_`.
+fn suggestion(value: &str) -> String {
+    let mut fixed: String = value
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if fixed.starts_with(|c: char| c.is_ascii_digit()) {
+        fixed.insert(0, '_');
+    }
+    format!(" (did you mean {fixed:?}?)")
 }
 
 #[cfg(test)]
@@ -313,8 +325,11 @@ mod tests {
     fn invalid_service_names_say_why() {
         for (name, reason) in [
             ("", "it is empty"),
-            ("9lives", "it starts with '9'"),
-            ("content-service", "it contains '-' at position 7"),
+            ("9lives", "it starts with '9' (did you mean \"_9lives\"?)"),
+            (
+                "content-service",
+                "it contains '-' at position 7 (did you mean \"content_service\"?)",
+            ),
             ("café", "it contains 'é' at position 3"),
         ] {
             let err = Catalog::new(name).unwrap_err();

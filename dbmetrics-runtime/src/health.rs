@@ -73,6 +73,10 @@ use crate::error::Error;
 /// Runs one query function on `$conn` until `$deadline`, then [`Conn::settle`]s.
 macro_rules! run {
     ($conn:ident, $deadline:expr, $query:ident) => {{
+        let mut $conn = $conn;
+        // If the caller drops this future during the query, `Conn`'s drop sees the flag and
+        // keeps the connection out of the pool.
+        $conn.in_flight = true;
         let outcome = timeout_at($deadline, $query($conn.client())).await;
         $conn.settle(outcome)
     }};
@@ -85,6 +89,8 @@ pub const TIMEOUT: &str = "timeout";
 
 /// Default bound of every health call: 3 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest `timeout` a checker accepts.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default `connectivity` threshold: acquiring a connection plus `SELECT 1` taking 1 s or more
 /// is `degraded`.
 pub const DEFAULT_SLOW_CONNECTIVITY: Duration = Duration::from_secs(1);
@@ -199,6 +205,13 @@ impl HealthConfig {
             return Err(Error::HealthConfig(
                 "timeout must be above zero (every check would fail at once)".into(),
             ));
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return Err(Error::HealthConfig(format!(
+                "timeout must be at most {} s (a health check that waits longer answers no probe), got {:?}",
+                MAX_TIMEOUT.as_secs(),
+                self.timeout
+            )));
         }
         for (name, value) in [
             ("pool_utilization_degraded", self.pool_utilization_degraded),
@@ -739,20 +752,20 @@ impl DatabaseHealthChecker {
         };
         match timeout_at(deadline, pool.timeout_get(&no_wait)).await {
             Err(_) => Err(TIMEOUT),
-            Ok(Ok(object)) => Ok(Conn::Pooled(object)),
+            Ok(Ok(object)) => Ok(Conn::pooled(object)),
             Ok(Err(PoolError::Timeout(TimeoutType::Wait))) => {
                 let manager = pool.manager();
                 match timeout_at(deadline, manager.create()).await {
                     Err(_) => Err(TIMEOUT),
-                    Ok(Err(e)) => Err(classify_postgres(&e)),
+                    Ok(Err(e)) => Err(log_failure(classify_postgres(&e), &e)),
                     Ok(Ok(mut client)) => {
                         // Not the pool's: keep it out of the manager's statement-cache registry.
                         manager.detach(&mut client);
-                        Ok(Conn::Dedicated(client))
+                        Ok(Conn::dedicated(client))
                     }
                 }
             }
-            Ok(Err(e)) => Err(classify_pool(&e)),
+            Ok(Err(e)) => Err(log_failure(classify_pool(&e), &e)),
         }
     }
 }
@@ -801,23 +814,48 @@ impl Probe {
 }
 
 /// A connection a check holds: from the pool, or dedicated (closed when dropped).
-enum Conn {
-    Pooled(Object),
+///
+/// A pooled connection goes back to the pool only when its last query answered in time; one
+/// whose query failed, timed out, or was abandoned because the caller dropped the health
+/// check mid-query, is removed from the pool and closed.
+struct Conn {
+    kind: ConnKind,
+    /// A query was started and has not been settled.
+    in_flight: bool,
+}
+
+enum ConnKind {
+    Pooled(Option<Object>),
     Dedicated(ClientWrapper),
 }
 
 impl Conn {
+    fn pooled(object: Object) -> Self {
+        Self {
+            kind: ConnKind::Pooled(Some(object)),
+            in_flight: false,
+        }
+    }
+
+    fn dedicated(client: ClientWrapper) -> Self {
+        Self {
+            kind: ConnKind::Dedicated(client),
+            in_flight: false,
+        }
+    }
+
     fn source(&self) -> &'static str {
-        match self {
-            Conn::Pooled(_) => "pool",
-            Conn::Dedicated(_) => "dedicated",
+        match self.kind {
+            ConnKind::Pooled(_) => "pool",
+            ConnKind::Dedicated(_) => "dedicated",
         }
     }
 
     fn client(&self) -> &tokio_postgres::Client {
-        match self {
-            Conn::Pooled(object) => object,
-            Conn::Dedicated(client) => client,
+        match &self.kind {
+            ConnKind::Pooled(Some(object)) => object,
+            ConnKind::Pooled(None) => unreachable!("a pooled Conn holds its object until dropped"),
+            ConnKind::Dedicated(client) => client,
         }
     }
 
@@ -825,28 +863,38 @@ impl Conn {
     /// timeout the connection is closed (a pooled one is first removed from the pool), so a
     /// connection in an unknown state never goes back to the application.
     fn settle<T>(
-        self,
+        mut self,
         outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
     ) -> Result<(T, Self), &'static str> {
         match outcome {
-            Ok(Ok(value)) => Ok((value, self)),
-            Ok(Err(e)) => {
-                self.discard();
-                Err(classify_postgres(&e))
+            Ok(Ok(value)) => {
+                self.in_flight = false;
+                Ok((value, self))
             }
-            Err(_) => {
-                self.discard();
-                Err(TIMEOUT)
-            }
+            // Dropped with `in_flight` still set: discarded.
+            Ok(Err(e)) => Err(log_failure(classify_postgres(&e), &e)),
+            Err(_) => Err(TIMEOUT),
         }
     }
+}
 
-    fn discard(self) {
-        match self {
-            Conn::Pooled(object) => drop(Object::take(object)),
-            Conn::Dedicated(client) => drop(client),
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let ConnKind::Pooled(object) = &mut self.kind
+            && self.in_flight
+            && let Some(object) = object.take()
+        {
+            drop(Object::take(object));
         }
     }
+}
+
+/// Logs why a check failed, for the operator (`WARN`, target `dbmetrics::health`): the driver's
+/// text for fixed health queries and connection attempts, which holds no SQL parameters and no
+/// password. The JSON only ever carries the class.
+fn log_failure(class: &'static str, error: &dyn std::fmt::Display) -> &'static str {
+    tracing::warn!(target: "dbmetrics::health", error_type = class, error = %error, "database health check failed");
+    class
 }
 
 async fn select_one(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
@@ -979,6 +1027,11 @@ mod tests {
             },
             HealthConfig {
                 connections_usage_degraded: f64::NAN,
+                ..HealthConfig::default()
+            },
+            HealthConfig {
+                // would overflow `Instant + timeout`
+                timeout: Duration::MAX,
                 ..HealthConfig::default()
             },
         ];

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata};
 use tokio::sync::watch;
@@ -39,6 +40,7 @@ pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
 /// the options of the first call). A pool name whose pool was closed or dropped can be given to
 /// a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
 /// handle is dropped; see [`crate::pool`].
+#[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
 pub fn setup_database_monitoring(
     pool: &deadpool_postgres::Pool,
     service: &str,
@@ -53,6 +55,7 @@ pub fn setup_database_monitoring(
 /// `metrics` recorder installed in the process (see [`crate::exporter`]); install it before
 /// setting up, so that the metric descriptions reach it.
 #[derive(Clone)]
+#[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
 pub struct DatabaseMetrics {
     pub(crate) inner: Arc<Inner>,
 }
@@ -63,6 +66,7 @@ pub(crate) struct Inner {
     poll_interval: Duration,
     slow_query_threshold: Option<Duration>,
     sites: SiteCache,
+    slow_log: SlowLog,
     /// Handles of sites recording under more than one table (see `Inner::other_table`).
     other_tables: Mutex<Vec<(u32, &'static str, Arc<SiteHandles>)>>,
     pub(crate) pool: Option<Arc<PoolHandles>>,
@@ -147,6 +151,7 @@ impl DatabaseMetrics {
                 poll_interval,
                 slow_query_threshold,
                 sites: SiteCache::new(),
+                slow_log: SlowLog::new(),
                 other_tables: Mutex::new(Vec::new()),
                 pool,
                 stop: watch::Sender::new(()),
@@ -236,10 +241,10 @@ impl Inner {
             // More distinct sites than the cache holds: register per call (allocates, still correct).
             None => SiteHandles::new(&self.catalog, sample).record(sample),
         }
-        if let Some(threshold) = self.slow_query_threshold {
-            if sample.elapsed >= threshold {
-                log_slow(self.catalog.service(), sample);
-            }
+        if let Some(threshold) = self.slow_query_threshold
+            && sample.elapsed >= threshold
+        {
+            let _logged = self.slow_log.log(self.catalog.service(), sample);
         }
     }
 }
@@ -264,19 +269,86 @@ impl Inner {
     }
 }
 
-#[cold]
-fn log_slow(service: &str, sample: &Sample) {
-    tracing::warn!(
-        target: "dbmetrics::slow_query",
-        service,
-        operation = sample.operation().map(|o| o.as_str()).unwrap_or("transaction"),
-        table = sample.table,
-        function = sample.site.name(),
-        module = sample.site.module(),
-        result = sample.outcome.result(),
-        elapsed_seconds = sample.elapsed.as_secs_f64(),
-        "slow database call"
-    );
+/// The slow-call log of one `DatabaseMetrics`: at most one line a second, which says how many
+/// slow calls it stands for, so that an incident that slows every call does not flood the logs.
+struct SlowLog {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last line; `u64::MAX` before the first.
+    last_ms: AtomicU64,
+    /// Slow calls not logged since the last line.
+    suppressed: AtomicU64,
+}
+
+impl SlowLog {
+    const EVERY_MS: u64 = 1000;
+
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs `sample` unless a line was written less than a second ago; says whether it did.
+    #[cold]
+    fn log(&self, service: &str, sample: &Sample) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now >= last.saturating_add(Self::EVERY_MS);
+        if !due
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let also = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            target: "dbmetrics::slow_query",
+            service,
+            operation = sample.operation().map(|o| o.as_str()).unwrap_or("transaction"),
+            table = sample.table,
+            function = sample.site.name(),
+            module = sample.site.module(),
+            result = sample.outcome.result(),
+            elapsed_seconds = sample.elapsed.as_secs_f64(),
+            slow_calls_not_logged = also,
+            "slow database call"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Operation;
+
+    #[test]
+    fn the_slow_log_writes_at_most_a_line_a_second() {
+        static SITE: CallSite = CallSite::query(Operation::Select, Some("t"), "f", "m");
+        let sample = Sample {
+            site: &SITE,
+            table: "t",
+            outcome: Outcome::Success,
+            elapsed: Duration::from_secs(2),
+        };
+        let log = SlowLog::new();
+        let written = (0..100).filter(|_| log.log("svc", &sample)).count();
+        assert_eq!(written, 1);
+        assert_eq!(log.suppressed.load(Ordering::Relaxed), 99);
+        // A second later the next line is written, and it counts the 99 it stands for.
+        let log_epoch_shifted = SlowLog {
+            epoch: log.epoch - Duration::from_millis(1500),
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(99),
+        };
+        assert!(log_epoch_shifted.log("svc", &sample));
+        assert_eq!(log_epoch_shifted.suppressed.load(Ordering::Relaxed), 0);
+    }
 }
 
 /// Options of [`setup_database_monitoring`].

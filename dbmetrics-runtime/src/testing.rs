@@ -216,12 +216,13 @@ impl MetricsCapture {
                 return;
             }
             let label = |k: &str| key.labels().find(|l| l.key() == k).map(|l| l.value());
-            if label("operation") == Some(operation) && label("table") == Some(table) {
-                if let Some(error_type) = label("error_type") {
-                    let count = value.load(Ordering::Acquire);
-                    if count > 0 {
-                        *by_type.entry(error_type.to_owned()).or_insert(0) += count;
-                    }
+            if label("operation") == Some(operation)
+                && label("table") == Some(table)
+                && let Some(error_type) = label("error_type")
+            {
+                let count = value.load(Ordering::Acquire);
+                if count > 0 {
+                    *by_type.entry(error_type.to_owned()).or_insert(0) += count;
                 }
             }
         });

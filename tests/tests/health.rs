@@ -488,6 +488,30 @@ async fn a_pooled_connection_that_goes_silent_is_dropped_and_health_recovers() {
 }
 
 #[tokio::test]
+async fn a_check_abandoned_by_its_caller_keeps_the_unanswered_connection_out_of_the_pool() {
+    bounded(async {
+        let (proxy, config) = FaultProxy::in_front_of(&database().config).await.unwrap();
+        let pool = pool_for(config, 2);
+        drop(pool.get().await.unwrap());
+        assert_eq!((pool.status().size, pool.status().available), (1, 1));
+        // The checker would wait 20 s; the caller (a probe with a 1 s timeout, say) gives up.
+        let checker = patient_checker(pool.clone(), "svc");
+        proxy.set_mode(Mode::Silent).await.unwrap();
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(300), checker.get_health_summary()).await;
+        assert!(abandoned.is_err(), "the caller gave up first");
+        // The connection whose query never answered is closed, not handed to the application.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while pool.status().size != 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.status().size, 0);
+        assert_eq!(pool.status().available, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_cache_answers_without_the_database_until_its_ttl() {
     bounded(async {
         let (proxy, config) = FaultProxy::in_front_of(&database().config).await.unwrap();
