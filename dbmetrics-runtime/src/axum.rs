@@ -10,12 +10,13 @@
 //! JSON either way, and holds no connection string, password or driver message.
 //!
 //! ```no_run
+//! # extern crate dbmetrics_runtime as dbmetrics;
 //! # async fn run(pool: deadpool_postgres::Pool) -> Result<(), Box<dyn std::error::Error>> {
-//! use dbmetrics_runtime::DatabaseHealthChecker;
+//! use dbmetrics::DatabaseHealthChecker;
 //!
-//! let prometheus = dbmetrics_runtime::exporter::install_recorder()?;
+//! let prometheus = dbmetrics::exporter::install_recorder()?;
 //! let checker = DatabaseHealthChecker::new(pool, "content_service");
-//! let app = dbmetrics_runtime::axum::router(checker, prometheus);
+//! let app = dbmetrics::axum::router(checker, prometheus);
 //! // merge it into your own router, or serve it alone:
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 //! axum::serve(listener, app).await?;

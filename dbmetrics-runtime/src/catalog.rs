@@ -2,6 +2,24 @@
 //!
 //! Names are `{service}_{suffix}`; the service name is validated once, here, so that every
 //! name built from it is a valid Prometheus metric name.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `{service}_database_connections_active` | gauge | pool | connections checked out (deadpool `size - available`) |
+//! | `{service}_database_connections_idle` | gauge | pool | idle connections (deadpool `available`) |
+//! | `{service}_database_connections_open` | gauge | pool | open connections (deadpool `size`) |
+//! | `{service}_database_connections_max` | gauge | pool | configured maximum (deadpool `max_size`) |
+//! | `{service}_database_connections_overflow` | gauge | pool | callers waiting for a connection (deadpool `waiting`) |
+//! | `{service}_database_connections_acquired_total` | counter | pool | successful checkouts through a `TrackedPool` |
+//! | `{service}_database_connections_released_total` | counter | pool | checked-out connections returned (dropped) |
+//! | `{service}_database_connections_created_total` | counter | pool | checkouts that got a newly opened connection (deadpool `Object::metrics`: never recycled) |
+//! | `{service}_database_connection_wait_seconds` | histogram | pool | time to acquire a connection |
+//! | `{service}_database_connection_use_seconds` | histogram | pool | time a connection was held |
+//! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` (deadpool `TimeoutType`) |
+//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result | one tracked query |
+//! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
+//! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
+//! | `{service}_database_errors_total` | counter | operation, table, error_type | failed tracked queries and transactions |
 
 use std::collections::BTreeMap;
 

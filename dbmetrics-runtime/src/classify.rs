@@ -30,7 +30,8 @@ pub const OTHER: &str = "other";
 /// class; delegate to [`classify`] for the variants that wrap a driver error:
 ///
 /// ```
-/// use dbmetrics_runtime::classify::{classify, ClassifyError};
+/// # extern crate dbmetrics_runtime as dbmetrics;
+/// use dbmetrics::classify::{classify, ClassifyError};
 ///
 /// #[derive(Debug)]
 /// enum RepoError {

@@ -7,10 +7,11 @@
 //! original library (see the README, "Health checks").
 //!
 //! ```no_run
+//! # extern crate dbmetrics_runtime as dbmetrics;
 //! use std::time::Duration;
-//! use dbmetrics_runtime::health::{DatabaseHealthChecker, HealthStatus};
+//! use dbmetrics::health::{DatabaseHealthChecker, HealthStatus};
 //!
-//! # async fn run(pool: deadpool_postgres::Pool) -> Result<(), dbmetrics_runtime::Error> {
+//! # async fn run(pool: deadpool_postgres::Pool) -> Result<(), dbmetrics::Error> {
 //! // defaults: every call answers within 3 s, no result cache
 //! let checker = DatabaseHealthChecker::new(pool.clone(), "content_service");
 //! let summary = checker.get_health_summary().await;
@@ -127,7 +128,8 @@ impl HealthStatus {
     /// The worse of `self` and `other`.
     ///
     /// ```
-    /// use dbmetrics_runtime::health::HealthStatus::*;
+    /// # extern crate dbmetrics_runtime as dbmetrics;
+    /// use dbmetrics::health::HealthStatus::*;
     /// assert_eq!(Healthy.worst(Degraded), Degraded);
     /// assert_eq!(Unhealthy.worst(Degraded), Unhealthy);
     /// ```

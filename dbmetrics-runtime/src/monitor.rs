@@ -443,6 +443,16 @@ impl DatabaseMetricsBuilder {
     }
 }
 
+/// The metrics already monitoring `pool` for `service`, under whatever pool label.
+pub(crate) fn monitor_of(service: &str, pool: &deadpool_postgres::Pool) -> Option<DatabaseMetrics> {
+    let active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    active
+        .iter()
+        .filter(|r| r.service == service && r.is_current() && r.is_for(pool))
+        .find_map(|r| r.metrics.upgrade())
+        .map(|inner| DatabaseMetrics { inner })
+}
+
 /// Which (service, pool label) pairs are monitored, and for which pool, so that a second
 /// setup shares the first handle (and its one poller).
 static ACTIVE: Mutex<Vec<Registration>> = Mutex::new(Vec::new());

@@ -234,12 +234,13 @@ impl PoolMonitor {
 /// which lives as long as this tracked pool's clones or the pool. Cheap to clone.
 ///
 /// ```no_run
+/// # extern crate dbmetrics_runtime as dbmetrics;
 /// # async fn demo(pool: deadpool_postgres::Pool) -> Result<(), Box<dyn std::error::Error>> {
-/// use dbmetrics_runtime::{create_infrastructure_enhancer, setup_database_monitoring};
+/// use dbmetrics::{create_infrastructure_enhancer, setup_database_monitoring};
 ///
 /// let metrics = setup_database_monitoring(&pool, "batch_service")?;
 /// let enhancer = create_infrastructure_enhancer(metrics.clone());
-/// let tracked = enhancer.enhance_pool(pool.clone(), "batch_operations");
+/// let tracked = enhancer.enhance_pool(pool.clone(), "default");
 ///
 /// let client = tracked.get().await?; // acquired_total +1, wait time recorded
 /// let rows = client.query("SELECT 1", &[]).await?; // derefs to the deadpool client
@@ -267,6 +268,27 @@ impl std::fmt::Debug for TrackedPool {
 
 impl TrackedPool {
     pub(crate) fn new(pool: Pool, metrics: &DatabaseMetrics, name: &str) -> Self {
+        // One pool is published under one label: a pool this service already monitors keeps
+        // its label (two labels would count its connections twice in every sum).
+        if let Some(existing) = crate::monitor::monitor_of(metrics.service(), &pool)
+            && existing.pool_name() != name
+            && let Some(handles) = existing.inner.pool.as_ref()
+        {
+            tracing::warn!(
+                target: "dbmetrics",
+                service = metrics.service(),
+                requested = name,
+                pool = existing.pool_name(),
+                "this pool is already monitored under another pool label; its checkouts are \
+                 counted under that label too"
+            );
+            return Self {
+                pool,
+                name: existing.inner.pool_name,
+                checkouts: handles.checkouts.clone(),
+                _monitor: Some(existing.clone()),
+            };
+        }
         // The registry of monitored pools answers: the metrics' own (label, pool) gives back
         // the same handle and poller; a new label starts a poller.
         let monitor = DatabaseMetrics::builder(&pool, metrics.service())

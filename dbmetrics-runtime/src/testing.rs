@@ -20,11 +20,12 @@
 //! other's samples, even under the same service name.
 //!
 //! ```
-//! use dbmetrics_runtime::testing::MetricsCapture;
-//! use dbmetrics_runtime::{Operation, QueryPerformanceTracker};
+//! # extern crate dbmetrics_runtime as dbmetrics;
+//! use dbmetrics::testing::MetricsCapture;
+//! use dbmetrics::{Operation, QueryPerformanceTracker};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), dbmetrics_runtime::Error> {
+//! # async fn main() -> Result<(), dbmetrics::Error> {
 //! let capture = MetricsCapture::new("content_service")?;
 //! // give `capture.metrics()` to the repository under test; here, a tracker stands in for it
 //! let tracker = QueryPerformanceTracker::new(capture.metrics());

@@ -23,6 +23,7 @@ use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteK
 /// pool or I/O error in the `source()` chain):
 ///
 /// ```
+/// # extern crate dbmetrics_runtime as dbmetrics;
 /// #[derive(Debug, thiserror::Error)]
 /// enum RepoError {
 ///     #[error("database error")]
@@ -31,9 +32,9 @@ use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteK
 ///     NotFound,
 /// }
 ///
-/// impl dbmetrics_runtime::ClassifyError for RepoError {
+/// impl dbmetrics::ClassifyError for RepoError {
 ///     fn error_type(&self) -> &'static str {
-///         dbmetrics_runtime::classify::classify(self)
+///         dbmetrics::classify::classify(self)
 ///     }
 /// }
 /// ```
@@ -113,9 +114,10 @@ impl<T: AsOperation + ?Sized> AsOperation for &T {
 /// names written in your code, never values from requests or rows.
 ///
 /// ```no_run
-/// # async fn demo(db_metrics: dbmetrics_runtime::DatabaseMetrics, client: tokio_postgres::Client)
+/// # extern crate dbmetrics_runtime as dbmetrics;
+/// # async fn demo(db_metrics: dbmetrics::DatabaseMetrics, client: tokio_postgres::Client)
 /// # -> Result<(), tokio_postgres::Error> {
-/// use dbmetrics_runtime::QueryPerformanceTracker;
+/// use dbmetrics::QueryPerformanceTracker;
 ///
 /// let tracker = QueryPerformanceTracker::new(db_metrics.clone());
 /// tracker
@@ -196,14 +198,15 @@ where
 /// Made by [`crate::create_repository_middleware`].
 ///
 /// ```no_run
+/// # extern crate dbmetrics_runtime as dbmetrics;
 /// # struct Batch;
 /// # struct BatchRepository;
 /// # impl BatchRepository {
 /// #     async fn get_batch_by_id(&self, _id: i64) -> Result<Option<Batch>, tokio_postgres::Error> { Ok(None) }
 /// # }
-/// # async fn demo(pool: deadpool_postgres::Pool, metrics: dbmetrics_runtime::DatabaseMetrics,
+/// # async fn demo(pool: deadpool_postgres::Pool, metrics: dbmetrics::DatabaseMetrics,
 /// #               batches: BatchRepository) -> Result<(), tokio_postgres::Error> {
-/// let middleware = dbmetrics_runtime::create_repository_middleware(pool.clone(), metrics.clone());
+/// let middleware = dbmetrics::create_repository_middleware(pool.clone(), metrics.clone());
 /// // `batches` is a repository you cannot annotate: wrap the call instead
 /// let batch = middleware
 ///     .repository_method_tracker("select", "batches", "get_batch_by_id", batches.get_batch_by_id(7))

@@ -22,11 +22,12 @@
 //! open transaction (the nested one is then a `SAVEPOINT`, rolled back on its own).
 //!
 //! ```no_run
-//! # async fn demo(metrics: dbmetrics_runtime::DatabaseMetrics, pool: deadpool_postgres::Pool)
+//! # extern crate dbmetrics_runtime as dbmetrics;
+//! # async fn demo(metrics: dbmetrics::DatabaseMetrics, pool: deadpool_postgres::Pool)
 //! # -> Result<(), Box<dyn std::error::Error>> {
 //! let mut client = pool.get().await?;
 //! let id = 7_i64;
-//! let archived = dbmetrics_runtime::transaction::run(&metrics, &mut client, "archive_content", |tx| {
+//! let archived = dbmetrics::transaction::run(&metrics, &mut client, "archive_content", |tx| {
 //!     Box::pin(async move {
 //!         let n = tx
 //!             .execute("UPDATE content SET archived = true WHERE id = $1", &[&id])
@@ -196,9 +197,10 @@ impl OpenTransaction for deadpool_postgres::Transaction<'_> {
 /// name from your code, not from data.
 ///
 /// ```no_run
-/// # async fn demo(metrics: dbmetrics_runtime::DatabaseMetrics, client: &mut tokio_postgres::Client)
+/// # extern crate dbmetrics_runtime as dbmetrics;
+/// # async fn demo(metrics: dbmetrics::DatabaseMetrics, client: &mut tokio_postgres::Client)
 /// # -> Result<(), tokio_postgres::Error> {
-/// use dbmetrics_runtime::transaction;
+/// use dbmetrics::transaction;
 ///
 /// let title = String::from("draft");
 /// // `async` without `move` borrows what it uses (`metrics`, `title`) from the caller;

@@ -57,7 +57,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See the README for the metric catalog, the health JSON and the error classes.
+//! Where to look next: [`catalog`] lists every metric with its labels; [`classify`] the
+//! error classes; [`health`] the health checks and their JSON; [`pool`] the pool gauges and
+//! [`TrackedPool`]; [`tracker`] and [`transaction`] tracking without attributes; the README of
+//! the repository has the demo, the dashboards and the benchmarks.
 
 #![warn(missing_docs)]
 

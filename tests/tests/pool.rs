@@ -537,35 +537,38 @@ fn dropping_every_handle_stops_the_pollers() {
         let service = unique("svc_drop");
         let n = Names(service.clone());
         let pool = database.pool(2);
+        let batch_pool = database.pool(2);
         let base = alive_tasks();
         let metrics = monitor(&pool, &service, "primary");
         let enhancer = create_infrastructure_enhancer(metrics.clone());
         let primary = enhancer.enhance_pool(pool.clone(), "primary");
-        // A second label of the same pool gets a poller of its own.
-        let batch = enhancer.enhance_pool(pool.clone(), "batch");
+        // Another pool under its own label gets a poller of its own.
+        let batch = enhancer.enhance_pool(batch_pool.clone(), "batch");
         wait_for_tasks(base + 2, "one poller per label").await;
         drop(enhancer);
 
         // With the user's handle gone, the tracked pools still hold theirs: both pollers run.
         drop(metrics);
         let c = primary.get().await.unwrap();
+        let b = batch.get().await.unwrap();
         let e = n
             .wait_for_gauges("primary", [1.0, 0.0, 1.0, 2.0, 0.0])
             .await;
         assert_eq!(n.gauges(&e, "primary"), [1.0, 0.0, 1.0, 2.0, 0.0]);
         n.wait_for_gauges("batch", [1.0, 0.0, 1.0, 2.0, 0.0]).await;
-        drop(c);
+        drop((c, b));
         n.wait_for_gauges("batch", [0.0, 1.0, 1.0, 2.0, 0.0]).await;
-        // Close the idle connection (without closing the pool), so that only pollers remain.
+        // Close the idle connections (without closing the pools), so that only pollers remain.
         pool.retain(|_, _| false);
+        batch_pool.retain(|_, _| false);
         wait_for_tasks(base + 2, "two pollers, no connection").await;
 
         drop(primary);
         wait_for_tasks(base + 1, "the primary poller stopped with its last handle").await;
         drop(batch);
         wait_for_tasks(base, "the batch poller stopped with its last handle").await;
-        // The pool itself is still open and usable.
-        assert!(!pool.is_closed());
+        // The pools themselves are still open and usable.
+        assert!(!pool.is_closed() && !batch_pool.is_closed());
         drop(pool.get().await.unwrap());
     });
 }
@@ -668,4 +671,40 @@ async fn two_pools_of_one_service_have_separate_series() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("replica"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_already_monitored_keeps_its_label_when_enhanced() {
+    prometheus();
+    let service = unique("pool_one_label");
+    let names = Names(service.clone());
+    let pool = database().pool(2);
+    let metrics = monitor(&pool, &service, "default");
+    // The same pool, enhanced under another name: it stays `default`, counted once.
+    let tracked =
+        create_infrastructure_enhancer(metrics.clone()).enhance_pool(pool.clone(), "batch");
+    assert_eq!(tracked.name(), "default");
+    drop(tracked.get().await.unwrap());
+    let e = names
+        .wait_for_gauges("default", [0.0, 1.0, 1.0, 2.0, 0.0])
+        .await;
+    assert_eq!(
+        names.counter(&e, "connections_acquired_total", "default"),
+        1.0
+    );
+    assert_eq!(
+        names.counter(&e, "connections_released_total", "default"),
+        1.0
+    );
+    assert_eq!(
+        e.get(&names.of("connections_max"), &[("pool", "batch")]),
+        None
+    );
+    assert_eq!(
+        e.get(
+            &names.of("connections_acquired_total"),
+            &[("pool", "batch")]
+        ),
+        None
+    );
 }

@@ -330,7 +330,10 @@ fn parse_options() -> Result<Options, String> {
                     .ok_or_else(|| format!("--workers: {v:?} is not a number from 1 to 256"))?;
             }
             "--exit-after-traffic" => options.exit_after_traffic = true,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -363,7 +366,10 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. A database: DATABASE_URL, 127.0.0.1:5432, or a throwaway cluster.
     let db = tokio::task::spawn_blocking(dbmetrics_tests::db::provision).await??;
-    println!("PostgreSQL: {} at {}", db.source, db.address());
+    match db.source {
+        dbmetrics_tests::db::Source::LocalServer => println!("PostgreSQL: {}", db.source),
+        _ => println!("PostgreSQL: {} ({})", db.source, db.address()),
+    }
 
     // 3. Pools, monitored. The main pool has 8 connections; the batch pool 2, with a short
     //    wait timeout so that bursts of reports show pool timeouts.
