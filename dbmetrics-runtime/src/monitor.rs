@@ -107,14 +107,7 @@ impl DatabaseMetrics {
     pub fn new(service: &str) -> Result<Self, Error> {
         let catalog = Catalog::new(service)?;
         catalog.describe();
-        Ok(Self::from_parts(
-            catalog,
-            DEFAULT_POOL_NAME,
-            DEFAULT_POLL_INTERVAL,
-            Some(DEFAULT_SLOW_QUERY_THRESHOLD),
-            None,
-            None,
-        ))
+        Ok(Self::without_pool(catalog, None))
     }
 
     /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
@@ -126,14 +119,21 @@ impl DatabaseMetrics {
     ) -> Result<Self, Error> {
         let catalog = Catalog::new(service)?;
         metrics::with_local_recorder(&*recorder, || catalog.describe());
-        Ok(Self::from_parts(
+        Ok(Self::without_pool(catalog, Some(recorder)))
+    }
+
+    fn without_pool(
+        catalog: Catalog,
+        recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+    ) -> Self {
+        Self::from_parts(
             catalog,
             DEFAULT_POOL_NAME,
             DEFAULT_POLL_INTERVAL,
             Some(DEFAULT_SLOW_QUERY_THRESHOLD),
             None,
-            Some(recorder),
-        ))
+            recorder,
+        )
     }
 
     fn from_parts(
