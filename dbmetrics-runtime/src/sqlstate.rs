@@ -1,5 +1,5 @@
 // Generated from PostgreSQL's src/backend/utils/errcodes.txt (PostgreSQL 15):
-// every SQLSTATE with its condition name. Regenerate with .ci/gen-sqlstate if PostgreSQL adds codes.
+// every SQLSTATE with its condition name. Regenerate with .ci/gen-sqlstate --write.
 
 /// The condition name of a SQLSTATE code, as PostgreSQL's documentation (Appendix A) spells it.
 pub(crate) fn condition_name(code: &str) -> Option<&'static str> {
