@@ -27,6 +27,23 @@ pub fn scrape() -> Exposition {
     Exposition::parse(&prometheus().render())
 }
 
+/// A health checker whose time thresholds cannot be crossed on a loaded machine (20 s each,
+/// connection usage up to 100 %), so that a healthy database reads `healthy` whatever the load.
+pub fn patient_checker(
+    pool: deadpool_postgres::Pool,
+    service: &str,
+) -> dbmetrics::DatabaseHealthChecker {
+    let patient = std::time::Duration::from_secs(20);
+    dbmetrics::DatabaseHealthChecker::builder(pool, service)
+        .timeout(patient)
+        .slow_connectivity(patient)
+        .slow_simple_query(patient)
+        .slow_complex_query(patient)
+        .connections_usage_degraded(100.0)
+        .build()
+        .expect("valid health settings")
+}
+
 /// A name unique in this process and among concurrent test processes: `{prefix}_{pid}_{n}`.
 /// Valid as a service name and as a table name.
 pub fn unique(prefix: &str) -> String {

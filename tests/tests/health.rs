@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dbmetrics::{DatabaseHealthChecker, HealthStatus, setup_database_monitoring};
 use dbmetrics_tests::proxy::{ClosedPort, FaultProxy, Mode};
-use dbmetrics_tests::{database, pool_for, prometheus, unique};
+use dbmetrics_tests::{database, patient_checker, pool_for, prometheus, unique};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -31,19 +31,6 @@ async fn call<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(CALL_BOUND, f)
         .await
         .expect("the health call returned within its bound")
-}
-
-/// A checker whose time thresholds cannot be crossed on a loaded machine, so that a healthy
-/// database is reported `healthy` whatever the load.
-fn patient_checker(pool: deadpool_postgres::Pool, service: &str) -> DatabaseHealthChecker {
-    DatabaseHealthChecker::builder(pool, service)
-        .timeout(Duration::from_secs(20))
-        .slow_connectivity(Duration::from_secs(20))
-        .slow_simple_query(Duration::from_secs(20))
-        .slow_complex_query(Duration::from_secs(20))
-        .connections_usage_degraded(100.0)
-        .build()
-        .unwrap()
 }
 
 fn fast_failing_checker(pool: deadpool_postgres::Pool, service: &str) -> DatabaseHealthChecker {

@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dbmetrics::{
-    DatabaseHealthChecker, DatabaseMetrics, HealthStatus, Operation, QueryPerformanceTracker,
-    TrackedPool, TrackedRepository, create_infrastructure_enhancer, track_query, transaction,
+    DatabaseMetrics, HealthStatus, Operation, QueryPerformanceTracker, TrackedPool,
+    TrackedRepository, create_infrastructure_enhancer, track_query, transaction,
 };
 use dbmetrics_tests::{database, unique};
 use metrics_util::debugging::DebuggingRecorder;
@@ -181,14 +181,7 @@ fn without_a_recorder_everything_works_and_records_nothing() {
 
             drive(&repo).await;
 
-            let checker = DatabaseHealthChecker::builder(database.pool(2), &service)
-                .timeout(Duration::from_secs(20))
-                .slow_connectivity(Duration::from_secs(20))
-                .slow_simple_query(Duration::from_secs(20))
-                .slow_complex_query(Duration::from_secs(20))
-                .connections_usage_degraded(100.0)
-                .build()
-                .unwrap();
+            let checker = dbmetrics_tests::patient_checker(database.pool(2), &service);
             let summary = checker.get_health_summary().await;
             assert_eq!(summary.status, HealthStatus::Healthy, "{summary:?}");
             let detailed = checker.comprehensive_health_check().await;
