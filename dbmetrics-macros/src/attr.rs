@@ -1,6 +1,7 @@
 //! Parsing of the attribute arguments. Every error carries the span of the offending token and
 //! says what to write instead.
 
+use dbmetrics_labels::Operation;
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::{Expr, Ident, LitStr, Token};
@@ -12,19 +13,6 @@ mod kw {
     syn::custom_keyword!(name);
     syn::custom_keyword!(metrics);
 }
-
-/// The closed set of operations, in the runtime's `Operation` order.
-pub(crate) const OPERATIONS: [(&str, &str); 9] = [
-    ("select", "Select"),
-    ("insert", "Insert"),
-    ("update", "Update"),
-    ("delete", "Delete"),
-    ("upsert", "Upsert"),
-    ("copy", "Copy"),
-    ("call", "Call"),
-    ("ddl", "Ddl"),
-    ("other", "Other"),
-];
 
 /// A validated operation: the runtime variant name and the span it was written at.
 pub(crate) struct Op {
@@ -180,18 +168,21 @@ fn parse_op(input: ParseStream<'_>) -> syn::Result<Op> {
         let ident: Ident = input.parse()?;
         (ident.to_string(), ident.span())
     };
-    match OPERATIONS.iter().find(|(name, _)| *name == text) {
-        Some((_, variant)) => Ok(Op { variant, span }),
+    match Operation::from_label(&text) {
+        Some(op) => Ok(Op {
+            variant: op.variant_name(),
+            span,
+        }),
         None => Err(syn::Error::new(span, unknown_operation(&text))),
     }
 }
 
 fn unknown_operation(text: &str) -> String {
-    let list = OPERATIONS.map(|(name, _)| name).join(", ");
+    let list = Operation::list();
     let lower = text.to_ascii_lowercase();
-    let suggestion = OPERATIONS
+    let suggestion = Operation::ALL
         .iter()
-        .map(|(name, _)| (levenshtein(&lower, name), *name))
+        .map(|op| (levenshtein(&lower, op.as_str()), op.as_str()))
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, name)| format!("; did you mean `{name}`?"))

@@ -7,6 +7,8 @@ use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{Expr, FnArg, Ident, ItemFn, LitStr, ReturnType, Type};
 
+use dbmetrics_labels::Operation;
+
 use crate::attr::{QueryArgs, TransactionArgs};
 
 /// What the call site static is.
@@ -25,8 +27,10 @@ pub(crate) fn track_query(args: QueryArgs, item: ItemFn) -> syn::Result<TokenStr
     let Some(op) = args.op else {
         return Err(syn::Error::new(
             Span::call_site(),
-            "missing operation: write #[track_query(select, \"content\")]; operations are \
-             select, insert, update, delete, upsert, copy, call, ddl, other",
+            format!(
+                "missing operation: write #[track_query(select, \"content\")]; operations are {}",
+                Operation::list()
+            ),
         ));
     };
     let site = SiteSpec::Query {
@@ -170,7 +174,7 @@ fn expand(
             match table {
                 Some(table) => (
                     quote! {
-                        ::dbmetrics::__private::CallSite::query(
+                        ::dbmetrics::__private::query_site(
                             #op, ::core::option::Option::Some(#table), #fn_name, ::core::module_path!())
                     },
                     table.to_token_stream(),
@@ -185,7 +189,7 @@ fn expand(
                     }
                     (
                         quote! {
-                            ::dbmetrics::__private::CallSite::query(
+                            ::dbmetrics::__private::query_site(
                                 #op, ::core::option::Option::None, #fn_name, ::core::module_path!())
                         },
                         quote! {
@@ -197,7 +201,7 @@ fn expand(
         }
         SiteSpec::Transaction { name } => (
             quote! {
-                ::dbmetrics::__private::CallSite::transaction(#name, #fn_name, ::core::module_path!())
+                ::dbmetrics::__private::transaction_site(#name, #fn_name, ::core::module_path!())
             },
             name.to_token_stream(),
         ),

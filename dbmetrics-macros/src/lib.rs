@@ -40,9 +40,13 @@ mod expand;
 #[proc_macro_attribute]
 pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
-    let expanded = syn::parse::<attr::QueryArgs>(args)
-        .and_then(|args| Ok((args, parse_fn(item, "track_query")?)))
-        .and_then(|(args, item)| expand::track_query(args, item));
+    let item = match parse_fn(item, "track_query") {
+        Ok(item) => item,
+        Err(Unparsed::Syntax) => return original.into(),
+        Err(Unparsed::NotAFunction(error)) => return with_original_on_error(Err(error), original),
+    };
+    let expanded =
+        syn::parse::<attr::QueryArgs>(args).and_then(|args| expand::track_query(args, item));
     with_original_on_error(expanded, original)
 }
 
@@ -62,9 +66,13 @@ pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
+    let item = match parse_fn(item, "track_transaction") {
+        Ok(item) => item,
+        Err(Unparsed::Syntax) => return original.into(),
+        Err(Unparsed::NotAFunction(error)) => return with_original_on_error(Err(error), original),
+    };
     let expanded = syn::parse::<attr::TransactionArgs>(args)
-        .and_then(|args| Ok((args, parse_fn(item, "track_transaction")?)))
-        .and_then(|(args, item)| expand::track_transaction(args, item));
+        .and_then(|args| expand::track_transaction(args, item));
     with_original_on_error(expanded, original)
 }
 
@@ -105,20 +113,41 @@ fn with_original_on_error(
     }
 }
 
-fn parse_fn(item: TokenStream, macro_name: &str) -> syn::Result<ItemFn> {
+/// Why the item is not a function the attribute can wrap.
+enum Unparsed {
+    /// A function with a syntax error: the item is passed through unchanged, so that the
+    /// compiler reports that error where it is, exactly as without the attribute.
+    Syntax,
+    /// Another item (a struct, a trait method without a body): our error says where the
+    /// attribute goes.
+    NotAFunction(syn::Error),
+}
+
+/// The function the attribute is on.
+fn parse_fn(item: TokenStream, macro_name: &str) -> Result<ItemFn, Unparsed> {
     let tokens = proc_macro2::TokenStream::from(item);
-    syn::parse2::<ItemFn>(tokens.clone()).map_err(|_| {
-        let span = tokens
-            .into_iter()
-            .next()
-            .map(|t| t.span())
-            .unwrap_or_else(proc_macro2::Span::call_site);
-        syn::Error::new(
-            span,
-            format!(
-                "#[{macro_name}] goes on a function or method with a body, e.g. \
-                 `async fn get(&self, id: i64) -> Result<Row, Error> {{ ... }}`"
-            ),
-        )
-    })
+    if let Ok(function) = syn::parse2::<ItemFn>(tokens.clone()) {
+        return Ok(function);
+    }
+    let without_body = syn::parse2::<syn::TraitItemFn>(tokens.clone())
+        .is_ok_and(|function| function.default.is_none());
+    let other_item = matches!(
+        syn::parse2::<syn::Item>(tokens.clone()),
+        Ok(item) if !matches!(item, syn::Item::Fn(_))
+    );
+    if !without_body && !other_item {
+        return Err(Unparsed::Syntax);
+    }
+    let span = tokens
+        .into_iter()
+        .next()
+        .map(|t| t.span())
+        .unwrap_or_else(proc_macro2::Span::call_site);
+    Err(Unparsed::NotAFunction(syn::Error::new(
+        span,
+        format!(
+            "#[{macro_name}] goes on a function or method with a body, e.g. \
+             `async fn get(&self, id: i64) -> Result<Row, Error> {{ ... }}`"
+        ),
+    )))
 }

@@ -34,7 +34,7 @@ use ::axum::response::{IntoResponse, Response};
 use ::axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::health::{DatabaseHealthChecker, HealthStatus};
+use crate::{DatabaseHealthChecker, HealthStatus};
 
 /// The content type of the Prometheus text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

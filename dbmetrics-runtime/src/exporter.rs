@@ -9,12 +9,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 use crate::catalog::histogram_suffixes;
 use crate::error::Error;
 
-pub use metrics_exporter_prometheus::PrometheusHandle as Handle;
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
+/// The name this handle had before [`PrometheusHandle`]; the same type.
+pub type Handle = PrometheusHandle;
 
 /// Default histogram bucket bounds, in seconds.
 pub const DEFAULT_BUCKETS: &[f64] = &[

@@ -4,39 +4,43 @@
 //! Users depend on the `dbmetrics` crate, which re-exports this one with the macros; the
 //! modules are documented there.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+// One job per module; the public path of each item is given by the `pub use` lines below.
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod catalog;
 pub mod classify;
-pub mod error;
+mod drivers;
+mod error;
 #[cfg(feature = "exporter")]
 pub mod exporter;
 pub mod health;
-pub mod memory;
-pub mod monitor;
+mod intern;
+mod memory;
+mod metrics;
 pub mod pool;
-pub mod record;
-mod sqlstate;
+mod record;
+mod slow_log;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tracker;
+mod tracker;
 pub mod transaction;
 
-pub use catalog::{MetricInfo, MetricKind};
 pub use classify::ClassifyError;
 pub use error::Error;
-pub use health::{
-    ConnectivityCheck, DatabaseHealthChecker, DatabaseHealthCheckerBuilder, DatabaseResourcesCheck,
-    DetailedHealth, HealthChecks, HealthConfig, HealthStatus, HealthSummary, PoolCheck,
-    QueryPerformanceCheck,
+pub use health::checker::{DatabaseHealthChecker, DatabaseHealthCheckerBuilder};
+pub use health::report::HealthStatus;
+pub use memory::{InMemoryMetrics, RecordedSample};
+pub use metrics::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
+pub use pool::tracked::{TrackedConnection, TrackedPool};
+pub use record::{
+    CallSite, NoopMetrics, Operation, Outcome, QueryMetrics, Sample, UnknownOperation,
 };
-pub use memory::InMemoryMetrics;
-pub use monitor::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
-pub use pool::{TrackedConnection, TrackedPool};
-pub use record::{NoopMetrics, Operation, Outcome, QueryMetrics, Sample};
-pub use tracker::{QueryPerformanceTracker, RepositoryMiddleware};
+pub use tracker::{AsOperation, QueryPerformanceTracker, RepositoryMiddleware, TrackOutcome};
+
+use pool::MonitoredPool;
 
 /// A repository whose methods `#[track_query]` can record without `metrics = ...`.
 ///
@@ -70,10 +74,10 @@ pub trait DefaultTable {
 
 /// The repository middleware of the original library: wrap methods of an existing repository
 /// with [`RepositoryMiddleware::repository_method_tracker`].
-pub fn create_repository_middleware(
-    pool: deadpool_postgres::Pool,
+pub fn create_repository_middleware<P: MonitoredPool>(
+    pool: P,
     metrics: DatabaseMetrics,
-) -> RepositoryMiddleware {
+) -> RepositoryMiddleware<P> {
     RepositoryMiddleware::new(pool, metrics)
 }
 
@@ -97,7 +101,7 @@ impl InfrastructureEnhancer {
     /// interval). When that cannot be (no Tokio runtime, or `name` already labels another open
     /// pool of this service), the checkouts are still counted and a warning is logged (target
     /// `dbmetrics`).
-    pub fn enhance_pool(&self, pool: deadpool_postgres::Pool, name: &str) -> TrackedPool {
+    pub fn enhance_pool<P: MonitoredPool>(&self, pool: P, name: &str) -> TrackedPool<P> {
         TrackedPool::new(pool, &self.metrics, name)
     }
 }
@@ -105,7 +109,7 @@ impl InfrastructureEnhancer {
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::record::outcome;
+    pub use crate::record::private::*;
     pub use crate::record::{Body, CallGuard, CallSite, Operation, QueryMetrics};
     pub use crate::{DefaultTable, TrackedRepository};
 

@@ -5,8 +5,8 @@
 //! | use | when | answers |
 //! |---|---|---|
 //! | [`MetricsCapture`] | the repository holds a `DatabaseMetrics` (the usual case) | the series it emitted, by name and labels: counts, error classes, durations |
-//! | [`InMemoryMetrics`] | the repository's metrics field is generic or `Arc<dyn QueryMetrics>` | every call, in order, with its function name and outcome |
-//! | [`NoopMetrics`] | the test is not about metrics | nothing: records nothing |
+//! | [`InMemoryMetrics`](crate::InMemoryMetrics) | the repository's metrics field is generic or `Arc<dyn QueryMetrics>` | every call, in order, with its function name and outcome |
+//! | [`NoopMetrics`](crate::NoopMetrics) | the test is not about metrics | nothing: records nothing |
 //!
 //! # Parallel tests
 //!
@@ -56,11 +56,8 @@ use metrics_util::registry::{AtomicStorage, Registry};
 
 use crate::catalog::Metric;
 use crate::error::Error;
-use crate::monitor::DatabaseMetrics;
+use crate::metrics::DatabaseMetrics;
 use crate::record::Operation;
-
-pub use crate::memory::{InMemoryMetrics, RecordedSample};
-pub use crate::record::NoopMetrics;
 
 /// A recorder of its own and a `DatabaseMetrics` that records into it: what a repository
 /// under test emitted, read without parsing text. Cheap to clone (clones share the capture).

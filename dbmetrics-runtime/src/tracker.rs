@@ -8,7 +8,10 @@ use std::future::Future;
 use std::sync::{PoisonError, RwLock};
 
 use crate::classify::ClassifyError;
-use crate::monitor::DatabaseMetrics;
+use crate::drivers::DefaultPool;
+use crate::intern::intern;
+use crate::metrics::DatabaseMetrics;
+use crate::pool::MonitoredPool;
 use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteKind};
 
 /// How the tracker tells success from error in a future's output.
@@ -45,12 +48,7 @@ pub trait TrackOutcome {
 
 impl<T, E: ClassifyError> TrackOutcome for Result<T, E> {
     fn outcome(&self) -> Outcome {
-        match self {
-            Ok(_) => Outcome::Success,
-            Err(e) => Outcome::Error {
-                error_type: e.error_type(),
-            },
-        }
+        Outcome::of_result(self.as_ref(), E::error_type)
     }
 }
 
@@ -184,8 +182,8 @@ where
     F::Output: TrackOutcome,
 {
     let table = match site.kind() {
-        crate::record::SiteKind::Query { table, .. } => table.unwrap_or(""),
-        crate::record::SiteKind::Transaction { name } => name,
+        SiteKind::Query { table, .. } => table.unwrap_or(""),
+        SiteKind::Transaction { name } => name,
     };
     let guard = CallGuard::start(metrics, site, table);
     let output = guard.body(future).await;
@@ -217,13 +215,13 @@ where
 /// Recorded as `#[track_query(select, "batches")]` on `get_batch_by_id` would record it;
 /// `method` appears in the slow-query log only.
 #[derive(Clone, Debug)]
-pub struct RepositoryMiddleware {
-    pool: deadpool_postgres::Pool,
+pub struct RepositoryMiddleware<P: MonitoredPool = DefaultPool> {
+    pool: P,
     metrics: DatabaseMetrics,
 }
 
-impl RepositoryMiddleware {
-    pub(crate) fn new(pool: deadpool_postgres::Pool, metrics: DatabaseMetrics) -> Self {
+impl<P: MonitoredPool> RepositoryMiddleware<P> {
+    pub(crate) fn new(pool: P, metrics: DatabaseMetrics) -> Self {
         Self { pool, metrics }
     }
 
@@ -245,7 +243,7 @@ impl RepositoryMiddleware {
     }
 
     /// The pool the repositories use.
-    pub fn pool(&self) -> &deadpool_postgres::Pool {
+    pub fn pool(&self) -> &P {
         &self.pool
     }
 
@@ -257,13 +255,10 @@ impl RepositoryMiddleware {
 
 // Sites made at run time are interned for the life of the process: one per distinct
 // (table, function, operation), the same bound Prometheus puts on their series.
-type QuerySites = HashMap<Box<str>, HashMap<Box<str>, [Option<&'static CallSite>; 9]>>;
+type QuerySites =
+    HashMap<Box<str>, HashMap<Box<str>, [Option<&'static CallSite>; Operation::COUNT]>>;
 static QUERY_SITES: RwLock<Option<QuerySites>> = RwLock::new(None);
 static TRANSACTION_SITES: RwLock<Option<HashMap<Box<str>, &'static CallSite>>> = RwLock::new(None);
-
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_owned().into_boxed_str())
-}
 
 fn query_site(operation: &dyn AsOperation, table: &str, function: &str) -> &'static CallSite {
     let op = match operation.as_operation() {
@@ -316,12 +311,14 @@ fn interned_query_site(op: Operation, table: &str, function: &str) -> &'static C
         .entry(table.into())
         .or_default()
         .entry(function.into())
-        .or_insert([None; 9])[index];
+        .or_insert([None; Operation::COUNT])[index];
     slot.get_or_insert_with(|| {
-        Box::leak(Box::new(CallSite::query(
-            op,
-            Some(leak(table)),
-            leak(function),
+        Box::leak(Box::new(CallSite::new(
+            SiteKind::Query {
+                operation: op,
+                table: Some(intern(table)),
+            },
+            intern(function),
             "dbmetrics::tracker",
         )))
     })
@@ -345,8 +342,8 @@ fn warn_unknown_operation(bad: &str, table: &str, function: &str) {
             operation = bad,
             table,
             function,
-            "unknown operation; recorded as operation=\"other\". Expected one of select, insert, \
-             update, delete, upsert, copy, call, ddl, other"
+            expected = %Operation::list(),
+            "unknown operation; recorded as operation=\"other\""
         );
     }
 }
@@ -368,9 +365,8 @@ pub(crate) fn transaction_site(name: &str) -> &'static CallSite {
         .get_or_insert_with(HashMap::new)
         .entry(name.into())
         .or_insert_with(|| {
-            let name = leak(name);
-            Box::leak(Box::new(CallSite::transaction(
-                name,
+            Box::leak(Box::new(CallSite::new(
+                SiteKind::Transaction { name: intern(name) },
                 "track_transaction",
                 "dbmetrics::tracker",
             )))
@@ -419,7 +415,7 @@ mod tests {
         let bad = query_site(&"selct", "t1", "f");
         assert_eq!(
             bad.kind(),
-            crate::record::SiteKind::Query {
+            SiteKind::Query {
                 operation: Operation::Other,
                 table: Some("t1")
             }

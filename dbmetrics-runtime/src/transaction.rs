@@ -66,7 +66,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::classify::ClassifyError;
-use crate::pool::TrackedConnection;
 use crate::record::QueryMetrics;
 use crate::tracker::{track, transaction_site};
 
@@ -76,114 +75,32 @@ pub type TransactionFuture<'t, T, E> = Pin<Box<dyn Future<Output = Result<T, E>>
 
 /// A client a transaction can be opened on.
 ///
-/// Implemented for `tokio_postgres::Client`, `deadpool_postgres::Object` (=
-/// `deadpool_postgres::Client`) and its `ClientWrapper`, [`crate::TrackedConnection`], and for
-/// open transactions of both drivers (the new one is a savepoint). An implementation for your own
-/// client type must return a transaction that rolls back when dropped unfinished, as these do.
+/// Implemented for what each enabled driver hands out (see the README, "Drivers"); for
+/// deadpool-postgres: `tokio_postgres::Client`, `deadpool_postgres::Object` (=
+/// `deadpool_postgres::Client`) and its `ClientWrapper`, a [`TrackedConnection`], and open
+/// transactions of both (the new one is a savepoint). An implementation for your own client
+/// type must return a transaction that rolls back when dropped unfinished, as these do.
 pub trait BeginTransaction {
+    /// The driver's error (`BEGIN`, `COMMIT` and `ROLLBACK` fail with it).
+    type Error: ClassifyError + Send;
+
     /// The open transaction the closure of [`run`] receives.
-    type Transaction<'a>: OpenTransaction + Send + Sync
+    type Transaction<'a>: OpenTransaction<Error = Self::Error> + Send + Sync
     where
         Self: 'a;
 
     /// Opens a transaction (`BEGIN`, or `SAVEPOINT` inside one).
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send;
+    fn begin(&mut self) -> impl Future<Output = Result<Self::Transaction<'_>, Self::Error>> + Send;
 }
 
 /// An open transaction: how [`run`] ends it.
 pub trait OpenTransaction: Sized {
+    /// The driver's error.
+    type Error;
     /// Commits (`COMMIT`, or `RELEASE` of a savepoint).
-    fn commit(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+    fn commit(self) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Rolls back (`ROLLBACK`, or `ROLLBACK TO` a savepoint).
-    fn rollback(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
-}
-
-impl BeginTransaction for tokio_postgres::Client {
-    type Transaction<'a> = tokio_postgres::Transaction<'a>;
-
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
-        self.transaction()
-    }
-}
-
-impl BeginTransaction for tokio_postgres::Transaction<'_> {
-    type Transaction<'a>
-        = tokio_postgres::Transaction<'a>
-    where
-        Self: 'a;
-
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
-        self.transaction()
-    }
-}
-
-impl BeginTransaction for deadpool_postgres::ClientWrapper {
-    type Transaction<'a> = deadpool_postgres::Transaction<'a>;
-
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
-        deadpool_postgres::ClientWrapper::transaction(self)
-    }
-}
-
-impl BeginTransaction for deadpool_postgres::Object {
-    type Transaction<'a> = deadpool_postgres::Transaction<'a>;
-
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
-        deadpool_postgres::ClientWrapper::transaction(self)
-    }
-}
-
-impl BeginTransaction for TrackedConnection {
-    type Transaction<'a> = deadpool_postgres::Transaction<'a>;
-
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
-        deadpool_postgres::ClientWrapper::transaction(self)
-    }
-}
-
-impl BeginTransaction for deadpool_postgres::Transaction<'_> {
-    type Transaction<'a>
-        = deadpool_postgres::Transaction<'a>
-    where
-        Self: 'a;
-
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
-        deadpool_postgres::Transaction::transaction(self)
-    }
-}
-
-impl OpenTransaction for tokio_postgres::Transaction<'_> {
-    fn commit(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
-        tokio_postgres::Transaction::commit(self)
-    }
-
-    fn rollback(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
-        tokio_postgres::Transaction::rollback(self)
-    }
-}
-
-impl OpenTransaction for deadpool_postgres::Transaction<'_> {
-    fn commit(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
-        deadpool_postgres::Transaction::commit(self)
-    }
-
-    fn rollback(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
-        deadpool_postgres::Transaction::rollback(self)
-    }
+    fn rollback(self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// Runs `body` inside a transaction opened on `client`: commits when it returns `Ok`, rolls back
@@ -191,9 +108,9 @@ impl OpenTransaction for deadpool_postgres::Transaction<'_> {
 /// into `metrics` (see the [module documentation](self) for the table of outcomes).
 ///
 /// `E` is the closure's error type; errors of `BEGIN` and `COMMIT` reach you through
-/// `E: From<tokio_postgres::Error>`, and `E` classifies itself for the `error_type` label
+/// `E: From` the driver's error (`tokio_postgres::Error` for deadpool), and `E` classifies itself for the `error_type` label
 /// ([`ClassifyError`]: `tokio_postgres::Error` does; for your own type, see
-/// [`crate::tracker::TrackOutcome`]). The name is interned for the life of the process: use a
+/// [`TrackOutcome`](crate::TrackOutcome)). The name is interned for the life of the process: use a
 /// name from your code, not from data.
 ///
 /// ```no_run
@@ -230,7 +147,7 @@ where
     C: BeginTransaction + Send + ?Sized,
     F: for<'t> FnOnce(&'t mut C::Transaction<'a>) -> TransactionFuture<'t, T, E> + Send + 'a,
     T: Send + 'a,
-    E: From<tokio_postgres::Error> + ClassifyError + Send + 'a,
+    E: From<C::Error> + ClassifyError + Send + 'a,
 {
     // Boxed and checked for `Send` here, where the bounds are known: a caller (or an enclosing
     // `run`) never has to prove it through the closure's higher-ranked lifetimes.
@@ -249,7 +166,7 @@ where
                     tracing::debug!(
                         target: "dbmetrics",
                         transaction = name,
-                        error_type = crate::classify::classify_postgres(&rollback),
+                        error_type = rollback.error_type(),
                         "rollback after an error failed"
                     );
                 }

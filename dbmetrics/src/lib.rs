@@ -59,27 +59,24 @@
 //!
 //! Where to look next: [`catalog`] lists every metric with its labels; [`classify`] the
 //! error classes; [`health`] the health checks and their JSON; [`pool`] the pool gauges and
-//! [`TrackedPool`]; [`tracker`] and [`transaction`] tracking without attributes; the README of
-//! the repository has the demo, the dashboards and the benchmarks.
+//! [`TrackedPool`]; [`QueryPerformanceTracker`] and [`transaction`] tracking
+//! without attributes; the README of the repository has the demo, the dashboards and the
+//! benchmarks.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
-    ClassifyError, DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, InMemoryMetrics,
-    InfrastructureEnhancer, MetricInfo, MetricKind, NoopMetrics, Operation, Outcome, QueryMetrics,
-    QueryPerformanceTracker, RepositoryMiddleware, Sample, TrackedConnection, TrackedPool,
-    TrackedRepository, create_infrastructure_enhancer, create_repository_middleware,
-    setup_database_monitoring,
+    AsOperation, CallSite, ClassifyError, DatabaseHealthChecker, DatabaseHealthCheckerBuilder,
+    DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, HealthStatus, InMemoryMetrics,
+    InfrastructureEnhancer, NoopMetrics, Operation, Outcome, QueryMetrics, QueryPerformanceTracker,
+    RecordedSample, RepositoryMiddleware, Sample, TrackOutcome, TrackedConnection, TrackedPool,
+    TrackedRepository, UnknownOperation, create_infrastructure_enhancer,
+    create_repository_middleware, setup_database_monitoring,
 };
-pub use dbmetrics_runtime::{
-    ConnectivityCheck, DatabaseHealthChecker, DatabaseHealthCheckerBuilder, DatabaseResourcesCheck,
-    DetailedHealth, HealthChecks, HealthConfig, HealthStatus, HealthSummary, PoolCheck,
-    QueryPerformanceCheck,
-};
-pub use dbmetrics_runtime::{
-    catalog, classify, health, memory, monitor, pool, record, tracker, transaction,
-};
+pub use dbmetrics_runtime::{catalog, classify, health, pool, transaction};
 
 #[cfg(feature = "exporter")]
 pub use dbmetrics_runtime::exporter;

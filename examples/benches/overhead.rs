@@ -44,7 +44,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Criterion;
-use dbmetrics::exporter::Handle;
+use dbmetrics::exporter::PrometheusHandle as Handle;
 use dbmetrics::{
     ClassifyError, DatabaseMetrics, NoopMetrics, Operation, QueryMetrics, QueryPerformanceTracker,
     track_query,

@@ -15,8 +15,8 @@ pub use db::{Database, database, pool_for};
 pub use prom::Exposition;
 
 /// The Prometheus recorder of this test process, installed on first use.
-pub fn prometheus() -> &'static dbmetrics::exporter::Handle {
-    static HANDLE: OnceLock<dbmetrics::exporter::Handle> = OnceLock::new();
+pub fn prometheus() -> &'static dbmetrics::exporter::PrometheusHandle {
+    static HANDLE: OnceLock<dbmetrics::exporter::PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         dbmetrics::exporter::install_recorder().expect("the first recorder installs")
     })

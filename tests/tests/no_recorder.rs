@@ -148,7 +148,7 @@ async fn drive(repo: &Repo) {
     drop(client);
 
     // the pool served every checkout and is whole: nothing checked out
-    let status = repo.pool.status();
+    let status = repo.pool.pool().status();
     assert_eq!(status.size - status.available, 0, "{status:?}");
 }
 

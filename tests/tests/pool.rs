@@ -187,7 +187,7 @@ async fn gauges_follow_checkouts_and_waiting_callers() {
 async fn the_default_poller_shows_a_change() {
     prometheus();
     assert_eq!(
-        dbmetrics::monitor::DEFAULT_POLL_INTERVAL,
+        dbmetrics::DatabaseMetrics::DEFAULT_POLL_INTERVAL,
         Duration::from_secs(1)
     );
     let service = unique("svc_default_poll");
@@ -585,7 +585,7 @@ fn one_poller_per_pool_label_and_a_new_runtime_gets_it_back() {
         let base = alive_tasks();
         let a = monitor(&pool, &service, "main");
         let b = monitor(&pool, &service, "main");
-        assert!(std::ptr::eq(a.catalog(), b.catalog()), "one shared handle");
+        assert!(a.same_handle(&b), "one shared handle");
         wait_for_tasks(base + 1, "one poller for one pool label").await;
         // Another open pool under the same label is refused.
         let other = database.pool(2);
@@ -606,7 +606,7 @@ fn one_poller_per_pool_label_and_a_new_runtime_gets_it_back() {
         let base = alive_tasks();
         let again = monitor(&pool, &service, "main");
         let kept = kept.lock().unwrap().take().unwrap();
-        assert!(std::ptr::eq(again.catalog(), kept.catalog()));
+        assert!(again.same_handle(&kept));
         wait_for_tasks(base + 1, "the poller restarted on this runtime").await;
         let c = pool.get().await.unwrap();
         n.wait_for_gauges("main", [1.0, 0.0, 1.0, 2.0, 0.0]).await;
@@ -617,7 +617,7 @@ fn one_poller_per_pool_label_and_a_new_runtime_gets_it_back() {
         n.wait_for_gauges("main", [0.0; 5]).await;
         let replacement = database.pool(3);
         let fresh = monitor(&replacement, &service, "main");
-        assert!(!std::ptr::eq(fresh.catalog(), kept.catalog()));
+        assert!(!fresh.same_handle(&kept));
         n.wait_for_gauges("main", [0.0, 0.0, 0.0, 3.0, 0.0]).await;
         drop((again, kept, fresh));
         wait_for_tasks(base, "every poller stopped").await;

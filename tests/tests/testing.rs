@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use dbmetrics::testing::{InMemoryMetrics, MetricsCapture, NoopMetrics, Value};
+use dbmetrics::testing::{MetricsCapture, Value};
 use dbmetrics::{
     ClassifyError, DatabaseMetrics, Operation, QueryMetrics, TrackedRepository, track_query,
     transaction,
 };
+use dbmetrics::{InMemoryMetrics, NoopMetrics};
 use dbmetrics_tests::{database, prometheus, scrape, unique};
 use tokio::time::timeout;
 

@@ -466,7 +466,7 @@ async fn the_same_service_and_pool_twice_share_one_handle() {
     let pool = database().pool(2);
     let a = setup_database_monitoring(&pool, &service).unwrap();
     let b = setup_database_monitoring(&pool, &service).unwrap();
-    assert!(std::ptr::eq(a.catalog(), b.catalog()), "one shared handle");
+    assert!(a.same_handle(&b), "one shared handle");
     let other_pool = database().pool(2);
     let err = setup_database_monitoring(&other_pool, &service).unwrap_err();
     assert!(err.to_string().contains("pool_name"), "{err}");

@@ -261,7 +261,7 @@ async fn report(
 fn app(
     state: AppState,
     checker: DatabaseHealthChecker,
-    prometheus: dbmetrics::exporter::Handle,
+    prometheus: dbmetrics::exporter::PrometheusHandle,
 ) -> Router {
     Router::new()
         .route("/content", post(create_content).get(list_content))

@@ -7,7 +7,7 @@
 
 use std::error::Error as StdError;
 
-use deadpool_postgres::PoolError;
+mod sqlstate;
 
 /// The connection was closed (by the server, a proxy, or the client side shutting down; also an
 /// I/O error that says so: end of stream, reset, aborted, broken pipe).
@@ -59,18 +59,6 @@ pub trait ClassifyError {
     fn error_type(&self) -> &'static str;
 }
 
-impl ClassifyError for tokio_postgres::Error {
-    fn error_type(&self) -> &'static str {
-        classify_postgres(self)
-    }
-}
-
-impl ClassifyError for PoolError {
-    fn error_type(&self) -> &'static str {
-        classify_pool(self)
-    }
-}
-
 impl ClassifyError for std::io::Error {
     fn error_type(&self) -> &'static str {
         classify_io(self)
@@ -89,8 +77,9 @@ impl ClassifyError for Box<dyn StdError + 'static> {
     }
 }
 
-/// Classifies any error: the first `tokio_postgres::Error`, deadpool `PoolError`,
-/// `tokio_postgres::error::DbError` or `io::Error` in its `source()` chain decides; else `other`.
+/// Classifies any error: the first driver error (for deadpool-postgres: a
+/// `tokio_postgres::Error`, its `DbError`, a `PoolError`) or `io::Error` in its `source()`
+/// chain decides; else `other`.
 ///
 /// A `#[error(transparent)]` wrapper hides the wrapped error itself from the chain (it shows
 /// the wrapped error's source instead): server errors are still found through their `DbError`;
@@ -99,45 +88,23 @@ impl ClassifyError for Box<dyn StdError + 'static> {
 pub fn classify(err: &(dyn StdError + 'static)) -> &'static str {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
-        if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
-            return classify_postgres(pg);
-        }
-        if let Some(pool) = e.downcast_ref::<PoolError>() {
-            return classify_pool(pool);
-        }
-        // `#[error(transparent)]` wrappers of a driver error expose its source, the server's
-        // error, directly.
-        if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
-            return sqlstate_name(db.code().code());
+        if let Some(class) = crate::drivers::classify(e) {
+            return class;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return classify_io(io);
         }
         current = e.source();
     }
-    transparent_fallback(err)
-}
-
-/// A `#[error(transparent)]` wrapper shows its wrapped error's message but not the wrapped error
-/// itself: pool timeouts, a closed pool and a closed connection have no source to find. Their
-/// messages are fixed texts of deadpool and tokio-postgres (never server or user data), so an
-/// exact match names them.
-fn transparent_fallback(err: &(dyn StdError + 'static)) -> &'static str {
-    let text = err.to_string();
-    match text.as_str() {
-        "Timeout occurred while waiting for a slot to become available"
-        | "Timeout occurred while creating a new object"
-        | "Timeout occurred while recycling an object" => POOL_TIMEOUT,
-        "Pool has been closed" => POOL_CLOSED,
-        "connection closed" => CONNECTION_CLOSED,
-        _ => OTHER,
-    }
+    // A `#[error(transparent)]` wrapper shows its wrapped error's message but not the wrapped
+    // error itself: the drivers' fixed texts name the sourceless ones.
+    crate::drivers::classify_message(&err.to_string()).unwrap_or(OTHER)
 }
 
 /// The condition name of a SQLSTATE code (`"23505"` → `"unique_violation"`). An unknown code
 /// falls back to its class (`"23xyz"` → `"integrity_constraint_violation"`), then to `other`.
 pub fn sqlstate_name(code: &str) -> &'static str {
-    if let Some(name) = crate::sqlstate::condition_name(code) {
+    if let Some(name) = sqlstate::condition_name(code) {
         return name;
     }
     if let Some(class) = code.get(..2) {
@@ -145,7 +112,7 @@ pub fn sqlstate_name(code: &str) -> &'static str {
         class_code[..2].copy_from_slice(class.as_bytes());
         if let Some(name) = std::str::from_utf8(&class_code)
             .ok()
-            .and_then(crate::sqlstate::condition_name)
+            .and_then(sqlstate::condition_name)
         {
             return name;
         }
@@ -153,32 +120,16 @@ pub fn sqlstate_name(code: &str) -> &'static str {
     OTHER
 }
 
-/// Classifies a `tokio_postgres::Error`.
+/// Classifies a `tokio_postgres::Error` (feature `deadpool`).
+#[cfg(feature = "deadpool")]
 pub fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
-    if let Some(code) = err.code() {
-        return sqlstate_name(code.code());
-    }
-    if err.is_closed() {
-        return CONNECTION_CLOSED;
-    }
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return classify_io(io);
-        }
-        source = e.source();
-    }
-    // tokio-postgres exposes no error kind; its Display names the kind without any
-    // server-provided text for these cases.
-    let text = err.to_string();
-    if text.starts_with("error connecting to server")
-        || text.starts_with("timeout waiting for server")
-        || text.starts_with("error communicating with the server")
-        || text.starts_with("error performing TLS handshake")
-    {
-        return CONNECTION;
-    }
-    OTHER
+    crate::drivers::classify_postgres(err)
+}
+
+/// Classifies a deadpool-postgres `PoolError` (feature `deadpool`).
+#[cfg(feature = "deadpool")]
+pub fn classify_pool(err: &deadpool_postgres::PoolError) -> &'static str {
+    crate::drivers::classify_pool(err)
 }
 
 /// Classifies an I/O error under a database call: the peer closing the connection
@@ -193,26 +144,6 @@ pub fn classify_io(err: &std::io::Error) -> &'static str {
         | std::io::ErrorKind::ConnectionAborted
         | std::io::ErrorKind::BrokenPipe => CONNECTION_CLOSED,
         _ => CONNECTION,
-    }
-}
-
-/// Classifies a deadpool-postgres `PoolError`.
-pub fn classify_pool(err: &PoolError) -> &'static str {
-    match err {
-        PoolError::Timeout(_) => POOL_TIMEOUT,
-        PoolError::Closed => POOL_CLOSED,
-        PoolError::Backend(e) => classify_postgres(e),
-        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => classify_postgres(e),
-        _ => OTHER,
-    }
-}
-
-/// The stage label of a pool timeout: `wait`, `create` or `recycle`.
-pub fn timeout_stage(kind: deadpool_postgres::TimeoutType) -> &'static str {
-    match kind {
-        deadpool_postgres::TimeoutType::Wait => "wait",
-        deadpool_postgres::TimeoutType::Create => "create",
-        deadpool_postgres::TimeoutType::Recycle => "recycle",
     }
 }
 
@@ -236,16 +167,6 @@ mod tests {
         assert_eq!(sqlstate_name("é"), "other");
     }
 
-    #[test]
-    fn pool_errors() {
-        assert_eq!(
-            classify_pool(&PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)),
-            "pool_timeout"
-        );
-        assert_eq!(classify_pool(&PoolError::Closed), "pool_closed");
-        assert_eq!(classify_pool(&PoolError::NoRuntimeSpecified), "other");
-    }
-
     #[derive(Debug)]
     struct Wrapper(std::io::Error);
     impl std::fmt::Display for Wrapper {
@@ -257,30 +178,6 @@ mod tests {
         fn source(&self) -> Option<&(dyn StdError + 'static)> {
             Some(&self.0)
         }
-    }
-
-    #[derive(Debug)]
-    struct Transparent(PoolError);
-    impl std::fmt::Display for Transparent {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            std::fmt::Display::fmt(&self.0, f)
-        }
-    }
-    impl StdError for Transparent {
-        fn source(&self) -> Option<&(dyn StdError + 'static)> {
-            self.0.source()
-        }
-    }
-
-    #[test]
-    fn transparent_wrappers_of_sourceless_errors() {
-        let t = Transparent(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait));
-        assert_eq!(classify(&t), "pool_timeout");
-        assert_eq!(classify(&Transparent(PoolError::Closed)), "pool_closed");
-        assert_eq!(
-            classify(&Transparent(PoolError::NoRuntimeSpecified)),
-            "other"
-        );
     }
 
     /// What `#[error(transparent)] Db(tokio_postgres::Error)` shows of a driver I/O error: the
@@ -325,8 +222,6 @@ mod tests {
     fn source_chain_is_searched() {
         let e = Wrapper(std::io::Error::other("boom"));
         assert_eq!(classify(&e), "connection");
-        let boxed: Box<dyn StdError + Send + Sync> = Box::new(PoolError::Closed);
-        assert_eq!(boxed.error_type(), "pool_closed");
         let plain: Box<dyn StdError + Send + Sync> = "nope".into();
         assert_eq!(plain.error_type(), "other");
     }

@@ -1,0 +1,374 @@
+//! deadpool-postgres (feature `deadpool`, the default): `deadpool_postgres::Pool`, its
+//! `Object`s, `PoolError` and the `tokio_postgres` errors and transactions under them.
+//!
+//! | gauge | deadpool `Status` |
+//! |---|---|
+//! | `connections_active` | `size - available`: connections checked out (or being recycled for a caller) |
+//! | `connections_idle` | `available`: open connections nobody holds |
+//! | `connections_open` | `size`: open connections, idle or checked out |
+//! | `connections_max` | `max_size`: the configured maximum |
+//! | `connections_overflow` | `waiting`: callers beyond the open connections (queued for a slot, or waiting while a new connection is opened for them) |
+//!
+//! A new connection is one that deadpool's `Object::metrics` says was never recycled.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool::managed::Manager as _;
+use deadpool_postgres::{
+    ClientWrapper, Object, Pool, PoolError, Status, TimeoutType, Timeouts, WeakPool,
+};
+
+use super::{HealthCheckable, MonitoredPool, Probe, sealed};
+use crate::TrackedConnection;
+use crate::classify::{
+    CONNECTION, CONNECTION_CLOSED, ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT, classify_io,
+    sqlstate_name,
+};
+use crate::pool::{PoolStatus, TimeoutStage};
+use crate::transaction::{BeginTransaction, OpenTransaction};
+
+impl sealed::Sealed for Pool {}
+
+impl MonitoredPool for Pool {
+    type Connection = Object;
+    type Target = Object;
+    type Error = PoolError;
+    type Weak = WeakPool;
+
+    fn downgrade(&self) -> WeakPool {
+        self.weak()
+    }
+
+    fn upgrade(weak: &WeakPool) -> Option<Self> {
+        weak.upgrade()
+    }
+
+    fn id(&self) -> usize {
+        // The manager lives inside the pool's shared state: its address identifies the pool.
+        std::ptr::from_ref(self.manager()) as usize
+    }
+
+    fn status(&self) -> Option<PoolStatus> {
+        if self.is_closed() {
+            return None;
+        }
+        Some(pool_status(self.status()))
+    }
+
+    fn checkout(&self) -> impl Future<Output = Result<Object, PoolError>> + Send {
+        self.get()
+    }
+
+    fn target(connection: &Object) -> &Object {
+        connection
+    }
+
+    fn target_mut(connection: &mut Object) -> &mut Object {
+        connection
+    }
+
+    fn is_new(connection: &Object) -> bool {
+        let metrics = Object::metrics(connection);
+        metrics.recycle_count == 0 && metrics.recycled.is_none()
+    }
+
+    fn timeout_stage(error: &PoolError) -> Option<TimeoutStage> {
+        match error {
+            PoolError::Timeout(TimeoutType::Wait) => Some(TimeoutStage::Wait),
+            PoolError::Timeout(TimeoutType::Create) => Some(TimeoutStage::Create),
+            PoolError::Timeout(TimeoutType::Recycle) => Some(TimeoutStage::Recycle),
+            _ => None,
+        }
+    }
+}
+
+fn pool_status(status: Status) -> PoolStatus {
+    PoolStatus {
+        open: status.size,
+        idle: status.available,
+        max: status.max_size,
+        waiting: Some(status.waiting),
+    }
+}
+
+/// A connection held by a health check.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum ProbeConnection {
+    /// From the pool.
+    Pooled(Object),
+    /// Opened for the check, outside the pool.
+    Dedicated(ClientWrapper),
+}
+
+impl HealthCheckable for Pool {
+    type ProbeConnection = ProbeConnection;
+
+    async fn probe(&self) -> Result<Probe<ProbeConnection>, &'static str> {
+        let no_wait = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: None,
+            recycle: None,
+        };
+        match self.timeout_get(&no_wait).await {
+            Ok(object) => Ok(Probe {
+                connection: ProbeConnection::Pooled(object),
+                dedicated: false,
+            }),
+            Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                let manager = self.manager();
+                match manager.create().await {
+                    Err(e) => Err(crate::health::log_failure(classify_postgres(&e), &e)),
+                    Ok(mut client) => {
+                        // Not the pool's: keep it out of the manager's statement-cache registry.
+                        manager.detach(&mut client);
+                        Ok(Probe {
+                            connection: ProbeConnection::Dedicated(client),
+                            dedicated: true,
+                        })
+                    }
+                }
+            }
+            Err(e) => Err(crate::health::log_failure(classify_pool(&e), &e)),
+        }
+    }
+
+    fn first_row<'c>(
+        connection: &'c mut ProbeConnection,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<Vec<Option<String>>, &'static str>> + Send + 'c {
+        let client: &tokio_postgres::Client = match connection {
+            ProbeConnection::Pooled(object) => object,
+            ProbeConnection::Dedicated(client) => client,
+        };
+        first_row(client, sql)
+    }
+
+    fn discard(connection: ProbeConnection) {
+        match connection {
+            ProbeConnection::Pooled(object) => drop(Object::take(object)),
+            ProbeConnection::Dedicated(client) => drop(client),
+        }
+    }
+}
+
+/// The first row of a simple query, as text.
+async fn first_row(
+    client: &tokio_postgres::Client,
+    sql: &'static str,
+) -> Result<Vec<Option<String>>, &'static str> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| crate::health::log_failure(classify_postgres(&e), &e))?;
+    Ok(messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+impl ClassifyError for tokio_postgres::Error {
+    fn error_type(&self) -> &'static str {
+        classify_postgres(self)
+    }
+}
+
+impl ClassifyError for PoolError {
+    fn error_type(&self) -> &'static str {
+        classify_pool(self)
+    }
+}
+
+/// Classifies a `tokio_postgres::Error`.
+pub(crate) fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
+    if let Some(code) = err.code() {
+        return sqlstate_name(code.code());
+    }
+    if err.is_closed() {
+        return CONNECTION_CLOSED;
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return classify_io(io);
+        }
+        source = e.source();
+    }
+    // tokio-postgres exposes no error kind; its Display names the kind without any
+    // server-provided text for these cases.
+    let text = err.to_string();
+    if text.starts_with("error connecting to server")
+        || text.starts_with("timeout waiting for server")
+        || text.starts_with("error communicating with the server")
+        || text.starts_with("error performing TLS handshake")
+    {
+        return CONNECTION;
+    }
+    OTHER
+}
+
+/// Classifies a deadpool-postgres `PoolError`.
+pub(crate) fn classify_pool(err: &PoolError) -> &'static str {
+    match err {
+        PoolError::Timeout(_) => POOL_TIMEOUT,
+        PoolError::Closed => POOL_CLOSED,
+        PoolError::Backend(e) => classify_postgres(e),
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => classify_postgres(e),
+        _ => OTHER,
+    }
+}
+
+/// The class of `e` when it is one of this driver's errors.
+pub(super) fn classify_dyn(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+        return Some(classify_postgres(pg));
+    }
+    if let Some(pool) = e.downcast_ref::<PoolError>() {
+        return Some(classify_pool(pool));
+    }
+    // `#[error(transparent)]` wrappers of a driver error expose its source, the server's
+    // error, directly.
+    if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
+        return Some(sqlstate_name(db.code().code()));
+    }
+    None
+}
+
+/// Pool timeouts, a closed pool and a closed connection have no source; their messages are
+/// fixed texts of deadpool and tokio-postgres (never server or user data).
+pub(super) fn classify_message(message: &str) -> Option<&'static str> {
+    match message {
+        "Timeout occurred while waiting for a slot to become available"
+        | "Timeout occurred while creating a new object"
+        | "Timeout occurred while recycling an object" => Some(POOL_TIMEOUT),
+        "Pool has been closed" => Some(POOL_CLOSED),
+        "connection closed" => Some(CONNECTION_CLOSED),
+        _ => None,
+    }
+}
+
+macro_rules! begin_with {
+    ($($client:ty => $transaction:ty, $begin:path;)+) => {$(
+        impl BeginTransaction for $client {
+            type Error = tokio_postgres::Error;
+            type Transaction<'a>
+                = $transaction
+            where
+                Self: 'a;
+
+            fn begin(
+                &mut self,
+            ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
+                $begin(self)
+            }
+        }
+    )+};
+}
+
+begin_with! {
+    tokio_postgres::Client => tokio_postgres::Transaction<'a>, tokio_postgres::Client::transaction;
+    tokio_postgres::Transaction<'_> => tokio_postgres::Transaction<'a>, tokio_postgres::Transaction::transaction;
+    ClientWrapper => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
+    Object => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
+    TrackedConnection<Pool> => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
+    deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
+}
+
+impl OpenTransaction for tokio_postgres::Transaction<'_> {
+    type Error = tokio_postgres::Error;
+
+    fn commit(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
+        tokio_postgres::Transaction::commit(self)
+    }
+
+    fn rollback(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
+        tokio_postgres::Transaction::rollback(self)
+    }
+}
+
+impl OpenTransaction for deadpool_postgres::Transaction<'_> {
+    type Error = tokio_postgres::Error;
+
+    fn commit(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
+        deadpool_postgres::Transaction::commit(self)
+    }
+
+    fn rollback(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
+        deadpool_postgres::Transaction::rollback(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+
+    #[test]
+    fn pool_errors() {
+        assert_eq!(
+            classify_pool(&PoolError::Timeout(TimeoutType::Wait)),
+            "pool_timeout"
+        );
+        assert_eq!(classify_pool(&PoolError::Closed), "pool_closed");
+        assert_eq!(classify_pool(&PoolError::NoRuntimeSpecified), "other");
+    }
+
+    #[derive(Debug)]
+    struct Transparent(PoolError);
+    impl std::fmt::Display for Transparent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            std::fmt::Display::fmt(&self.0, f)
+        }
+    }
+    impl StdError for Transparent {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.0.source()
+        }
+    }
+
+    #[test]
+    fn transparent_wrappers_of_sourceless_errors() {
+        let t = Transparent(PoolError::Timeout(TimeoutType::Wait));
+        assert_eq!(classify(&t), "pool_timeout");
+        assert_eq!(classify(&Transparent(PoolError::Closed)), "pool_closed");
+        assert_eq!(
+            classify(&Transparent(PoolError::NoRuntimeSpecified)),
+            "other"
+        );
+    }
+
+    #[test]
+    fn boxed_pool_errors() {
+        let boxed: Box<dyn StdError + Send + Sync> = Box::new(PoolError::Closed);
+        assert_eq!(boxed.error_type(), "pool_closed");
+    }
+
+    #[test]
+    fn status_maps_to_the_pool_numbers() {
+        let status = pool_status(Status {
+            max_size: 4,
+            size: 4,
+            available: 1,
+            waiting: 2,
+        });
+        assert_eq!(
+            status,
+            PoolStatus {
+                open: 4,
+                idle: 1,
+                max: 4,
+                waiting: Some(2)
+            }
+        );
+        assert_eq!(status.active(), 3);
+    }
+}

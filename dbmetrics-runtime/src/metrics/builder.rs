@@ -1,0 +1,128 @@
+//! [`setup_database_monitoring`] and its options, [`DatabaseMetricsBuilder`].
+
+use std::time::Duration;
+
+use super::handle::{DatabaseMetrics, Parts};
+use super::registry;
+use crate::catalog::Catalog;
+use crate::drivers::DefaultPool;
+use crate::error::Error;
+use crate::intern::intern;
+use crate::pool::{MonitoredPool, PoolSeries};
+
+/// Sets up monitoring of `pool` for `service`: describes every metric of the catalog, registers
+/// the pool's series and starts the pool poller on the current Tokio runtime.
+///
+/// Equivalent to `DatabaseMetrics::builder(pool, service).build()`; see
+/// [`DatabaseMetricsBuilder`] for the options (poll interval, pool name, slow-query log).
+///
+/// # Errors
+/// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`;
+/// - [`Error::NoRuntime`] outside a Tokio runtime;
+/// - [`Error::DuplicatePool`] when the service already monitors another (open) pool under the
+///   same pool name.
+///
+/// Setting up the same service and the same pool twice returns the existing handle (one poller,
+/// the options of the first call). A pool name whose pool was closed or dropped can be given to
+/// a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
+/// handle is dropped; see [`crate::pool`].
+#[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
+pub fn setup_database_monitoring<P: MonitoredPool>(
+    pool: &P,
+    service: &str,
+) -> Result<DatabaseMetrics, Error> {
+    DatabaseMetrics::builder(pool, service).build()
+}
+
+/// Options of [`setup_database_monitoring`].
+#[derive(Debug)]
+#[must_use = "call .build() to start monitoring"]
+pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
+    pool: P,
+    service: String,
+    pool_name: String,
+    poll_interval: Duration,
+    slow_query_threshold: Option<Duration>,
+}
+
+impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
+    pub(super) fn new(pool: P, service: &str) -> Self {
+        Self {
+            pool,
+            service: service.to_owned(),
+            pool_name: DatabaseMetrics::DEFAULT_POOL_NAME.to_owned(),
+            poll_interval: DatabaseMetrics::DEFAULT_POLL_INTERVAL,
+            slow_query_threshold: Some(DatabaseMetrics::DEFAULT_SLOW_QUERY_THRESHOLD),
+        }
+    }
+
+    /// How often the poller reads the pool status (default 1 s, so a change shows within
+    /// about a second; minimum 10 ms). Each tick costs the same whatever the pool's size.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The `pool` label (default `"default"`); tell several pools of one service apart.
+    pub fn pool_name(mut self, name: &str) -> Self {
+        self.pool_name = name.to_owned();
+        self
+    }
+
+    /// Log tracked calls at least this slow (`WARN`, target `dbmetrics::slow_query`, no SQL
+    /// text); `None` turns the log off. Default 1 s.
+    pub fn slow_query_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_query_threshold = threshold;
+        self
+    }
+
+    /// Validates the names, describes the catalog, registers the pool series and starts the
+    /// poller.
+    ///
+    /// # Errors
+    /// See [`setup_database_monitoring`].
+    pub fn build(self) -> Result<DatabaseMetrics, Error> {
+        let catalog = Catalog::new(&self.service)?;
+        let pool = self.pool;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
+            what: "setup_database_monitoring",
+            task: "the pool poller",
+        })?;
+
+        let mut active = registry::lock();
+        match active.find(&self.service, &self.pool_name, &pool) {
+            registry::Found::OtherPool => {
+                return Err(Error::DuplicatePool {
+                    service: self.service,
+                    pool: self.pool_name,
+                });
+            }
+            registry::Found::Same(metrics) => {
+                if !metrics.poller_runs() {
+                    // The poller is gone while the pool is open and the handle alive: the
+                    // runtime it ran on was shut down. Start it again on this one.
+                    metrics.spawn_poller(&runtime, &pool);
+                }
+                return Ok(metrics);
+            }
+            registry::Found::Nothing => {}
+        }
+
+        catalog.describe();
+        // Pool names are few and live as long as the process's metrics; a static str keeps
+        // the recording path free of reference counting.
+        let pool_name: &'static str = intern(&self.pool_name);
+        let pool_series = PoolSeries::new(&catalog, pool_name);
+        let metrics = DatabaseMetrics::from_parts(Parts {
+            catalog,
+            pool_name,
+            poll_interval: self.poll_interval,
+            slow_query_threshold: self.slow_query_threshold,
+            pool_series: Some(pool_series),
+            recorder: None,
+        });
+        metrics.spawn_poller(&runtime, &pool);
+        active.register(self.service, self.pool_name, &pool, &metrics);
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,290 @@
+//! [`DatabaseMetrics`]: the metrics of one service, and how a sample reaches its series.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::builder::DatabaseMetricsBuilder;
+use super::series::SiteHandles;
+use super::site_cache::SiteCache;
+use crate::catalog::{Catalog, MetricInfo};
+use crate::error::Error;
+use crate::pool::{MonitoredPool, PoolSeries, spawn_poller};
+use crate::record::{QueryMetrics, Sample};
+use crate::slow_log::SlowLog;
+
+/// The metrics of one service (and, when set up with a pool, of that pool).
+///
+/// A cheap `Clone` handle over an `Arc`: give a clone to every repository. It implements
+/// [`QueryMetrics`], which is what `#[track_query]` records through. Every sample goes to the
+/// `metrics` recorder installed in the process (see the `exporter` module); install it before
+/// setting up, so that the metric descriptions reach it.
+#[derive(Clone)]
+#[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
+pub struct DatabaseMetrics {
+    inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    catalog: Catalog,
+    pool_name: &'static str,
+    poll_interval: Duration,
+    slow_query_threshold: Option<Duration>,
+    sites: SiteCache,
+    slow_log: SlowLog,
+    /// Handles of sites recording under more than one table (see `Inner::other_table`).
+    other_tables: Mutex<Vec<(u32, &'static str, Arc<SiteHandles>)>>,
+    pool_series: Option<Arc<PoolSeries>>,
+    /// Never sent on: dropped with the last handle, which stops the poller at once. Its
+    /// receiver count says whether a poller runs.
+    stop: watch::Sender<()>,
+    /// The recorder this handle's query and transaction series live in, when it is not the
+    /// process's (a `testing::MetricsCapture`).
+    recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+}
+
+/// What a [`DatabaseMetrics`] is made of; see [`DatabaseMetrics::from_parts`].
+pub(super) struct Parts {
+    pub(super) catalog: Catalog,
+    pub(super) pool_name: &'static str,
+    pub(super) poll_interval: Duration,
+    pub(super) slow_query_threshold: Option<Duration>,
+    pub(super) pool_series: Option<Arc<PoolSeries>>,
+    pub(super) recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+}
+
+impl fmt::Debug for DatabaseMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseMetrics")
+            .field("service", &self.service())
+            .field("pool", &self.inner.pool_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseMetrics {
+    /// The pool label used when none is given.
+    pub const DEFAULT_POOL_NAME: &'static str = "default";
+    /// How often the pool poller reads the pool's status by default.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+    /// Tracked calls at least this slow are logged (`WARN`, target `dbmetrics::slow_query`) by
+    /// default.
+    pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
+
+    /// Starts configuring monitoring of `pool` for `service`.
+    pub fn builder<P: MonitoredPool>(pool: &P, service: &str) -> DatabaseMetricsBuilder<P> {
+        DatabaseMetricsBuilder::new(pool.clone(), service)
+    }
+
+    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
+    /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn new(service: &str) -> Result<Self, Error> {
+        Self::without_pool(service, None)
+    }
+
+    /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
+    /// of the process's recorder, whichever thread records.
+    #[cfg(feature = "testing")]
+    pub(crate) fn with_recorder(
+        service: &str,
+        recorder: Arc<dyn metrics::Recorder + Send + Sync>,
+    ) -> Result<Self, Error> {
+        Self::without_pool(service, Some(recorder))
+    }
+
+    fn without_pool(
+        service: &str,
+        recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+    ) -> Result<Self, Error> {
+        let catalog = Catalog::new(service)?;
+        match &recorder {
+            Some(recorder) => metrics::with_local_recorder(&**recorder, || catalog.describe()),
+            None => catalog.describe(),
+        }
+        Ok(Self::from_parts(Parts {
+            catalog,
+            pool_name: Self::DEFAULT_POOL_NAME,
+            poll_interval: Self::DEFAULT_POLL_INTERVAL,
+            slow_query_threshold: Some(Self::DEFAULT_SLOW_QUERY_THRESHOLD),
+            pool_series: None,
+            recorder,
+        }))
+    }
+
+    pub(super) fn from_parts(parts: Parts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                catalog: parts.catalog,
+                pool_name: parts.pool_name,
+                poll_interval: parts.poll_interval,
+                slow_query_threshold: parts.slow_query_threshold,
+                sites: SiteCache::new(),
+                slow_log: SlowLog::new(),
+                other_tables: Mutex::new(Vec::new()),
+                pool_series: parts.pool_series,
+                stop: watch::Sender::new(()),
+                recorder: parts.recorder,
+            }),
+        }
+    }
+
+    pub(super) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    pub(super) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// Starts the poller of `pool` on `runtime` (the pool must be this handle's pool).
+    pub(super) fn spawn_poller<P: MonitoredPool>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        pool: &P,
+    ) {
+        if let Some(series) = &self.inner.pool_series {
+            spawn_poller(
+                runtime,
+                pool,
+                series.clone(),
+                self.inner.stop.subscribe(),
+                self.inner.poll_interval,
+            );
+        }
+    }
+
+    /// Whether a poller runs for this handle's pool.
+    pub(super) fn poller_runs(&self) -> bool {
+        self.inner.stop.receiver_count() > 0
+    }
+
+    /// The service name every metric name starts with.
+    pub fn service(&self) -> &str {
+        self.inner.catalog.service()
+    }
+
+    /// The `pool` label of this handle's pool metrics.
+    pub fn pool_name(&self) -> &str {
+        self.inner.pool_name
+    }
+
+    /// The `pool` label, for series that outlive a borrow of this handle.
+    pub(crate) fn pool_label(&self) -> &'static str {
+        self.inner.pool_name
+    }
+
+    /// How often the pool poller reads the pool status
+    /// ([`DatabaseMetrics::DEFAULT_POLL_INTERVAL`] unless set with
+    /// [`DatabaseMetricsBuilder::poll_interval`]).
+    pub fn poll_interval(&self) -> Duration {
+        self.inner.poll_interval
+    }
+
+    /// The metric catalog of this service, keyed by full metric name.
+    pub fn get_metrics(&self) -> BTreeMap<String, MetricInfo> {
+        self.inner.catalog.entries()
+    }
+
+    /// Whether `self` and `other` are clones of one handle (one setup: one poller, one set of
+    /// series handles).
+    pub fn same_handle(&self, other: &DatabaseMetrics) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The catalog of this service (metric names).
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The series of this handle's pool label, when it monitors a pool.
+    pub(crate) fn pool_series(&self) -> Option<&Arc<PoolSeries>> {
+        self.inner.pool_series.as_ref()
+    }
+
+    /// The body of one pool-poller tick: reads the pool's status and sets the five pool
+    /// gauges, exactly as the poller does every interval. Does nothing for metrics set up
+    /// without a pool. Not public API: it exists so that benchmarks can measure the tick in
+    /// isolation (feature `bench`).
+    #[cfg(feature = "bench")]
+    #[doc(hidden)]
+    pub fn __poll_tick<P: MonitoredPool>(&self, pool: &P) {
+        if let Some(series) = &self.inner.pool_series {
+            crate::pool::poll_tick(pool, series);
+        }
+    }
+}
+
+impl QueryMetrics for DatabaseMetrics {
+    #[inline]
+    fn record(&self, sample: &Sample) {
+        self.inner.record(sample)
+    }
+}
+
+impl Inner {
+    #[inline]
+    fn record(&self, sample: &Sample) {
+        match &self.recorder {
+            None => self.record_sample(sample),
+            // Handles are registered lazily (a site's first call, an error class's first
+            // occurrence): make this handle's recorder the current one while that can happen.
+            Some(recorder) => {
+                metrics::with_local_recorder(&**recorder, || self.record_sample(sample))
+            }
+        }
+    }
+
+    #[inline]
+    fn record_sample(&self, sample: &Sample) {
+        match self
+            .sites
+            .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
+        {
+            Some(handles)
+                if std::ptr::eq(handles.table, sample.table) || handles.table == sample.table =>
+            {
+                handles.record(sample)
+            }
+            // One site, another table: a trait's default method or a generic impl whose `Self`
+            // types have different default tables.
+            Some(_) => self.other_table(sample).record(sample),
+            // More distinct sites than the cache holds: register per call (allocates, still correct).
+            None => SiteHandles::new(&self.catalog, sample).record(sample),
+        }
+        if let Some(threshold) = self.slow_query_threshold
+            && sample.elapsed >= threshold
+        {
+            let _logged = self.slow_log.log(self.catalog.service(), sample);
+        }
+    }
+
+    #[cold]
+    fn other_table(&self, sample: &Sample) -> Arc<SiteHandles> {
+        let mut others = self
+            .other_tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = sample.site.id();
+        if let Some((_, _, handles)) = others
+            .iter()
+            .find(|(site, table, _)| *site == id && *table == sample.table)
+        {
+            return handles.clone();
+        }
+        let handles = Arc::new(SiteHandles::new(&self.catalog, sample));
+        others.push((id, sample.table, handles.clone()));
+        handles
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync + Clone + 'static>() {}
+    is::<DatabaseMetrics>();
+}

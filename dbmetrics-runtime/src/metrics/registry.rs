@@ -1,0 +1,113 @@
+//! The registry of monitored pools: which (service, pool label) pairs are monitored, and for
+//! which pool, so that a second setup shares the first handle (and its one poller).
+
+use std::any::TypeId;
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+
+use super::handle::{DatabaseMetrics, Inner};
+use crate::pool::MonitoredPool;
+
+static ACTIVE: Mutex<Registry> = Mutex::new(Registry(Vec::new()));
+
+/// The registry, locked.
+pub(super) fn lock() -> MutexGuard<'static, Registry> {
+    let mut registry = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    registry.0.retain(Registration::is_current);
+    registry
+}
+
+/// The metrics already monitoring `pool` for `service`, under whatever pool label.
+pub(crate) fn monitor_of<P: MonitoredPool>(service: &str, pool: &P) -> Option<DatabaseMetrics> {
+    lock()
+        .0
+        .iter()
+        .filter(|r| r.service == service && r.is_for(pool))
+        .find_map(|r| r.metrics.upgrade())
+        .map(DatabaseMetrics::from_inner)
+}
+
+pub(super) struct Registry(Vec<Registration>);
+
+/// What [`Registry::find`] found under a (service, pool label).
+pub(super) enum Found {
+    Nothing,
+    /// The label is monitored for this pool: its handle.
+    Same(DatabaseMetrics),
+    /// The label is taken by another open pool.
+    OtherPool,
+}
+
+impl Registry {
+    pub(super) fn find<P: MonitoredPool>(&self, service: &str, pool_name: &str, pool: &P) -> Found {
+        let Some(existing) = self
+            .0
+            .iter()
+            .find(|r| r.service == service && r.pool_name == pool_name)
+        else {
+            return Found::Nothing;
+        };
+        if !existing.is_for(pool) {
+            return Found::OtherPool;
+        }
+        match existing.metrics.upgrade() {
+            Some(inner) => Found::Same(DatabaseMetrics::from_inner(inner)),
+            None => Found::Nothing,
+        }
+    }
+
+    pub(super) fn register<P: MonitoredPool>(
+        &mut self,
+        service: String,
+        pool_name: String,
+        pool: &P,
+        metrics: &DatabaseMetrics,
+    ) {
+        self.0.push(Registration {
+            service,
+            pool_name,
+            pool: Box::new(Registered::<P>(pool.downgrade())),
+            pool_type: TypeId::of::<P>(),
+            metrics: metrics.downgrade(),
+        });
+    }
+}
+
+struct Registration {
+    service: String,
+    pool_name: String,
+    // Weak: never keeps a pool open. It keeps the pool's allocation, so the address that
+    // identifies the pool cannot be reused by another pool while this entry exists.
+    pool: Box<dyn RegisteredPool>,
+    pool_type: TypeId,
+    metrics: Weak<Inner>,
+}
+
+impl Registration {
+    /// Still in force: somebody holds the metrics, and the pool is open. A closed or dropped
+    /// pool frees its label for a new pool (a reconnect after `close()`).
+    fn is_current(&self) -> bool {
+        self.metrics.strong_count() > 0 && self.pool.is_open()
+    }
+
+    fn is_for<P: MonitoredPool>(&self, pool: &P) -> bool {
+        self.pool_type == TypeId::of::<P>() && self.pool.id() == Some(pool.id())
+    }
+}
+
+/// A registered pool, whatever its driver.
+trait RegisteredPool: Send + Sync {
+    fn is_open(&self) -> bool;
+    fn id(&self) -> Option<usize>;
+}
+
+struct Registered<P: MonitoredPool>(P::Weak);
+
+impl<P: MonitoredPool> RegisteredPool for Registered<P> {
+    fn is_open(&self) -> bool {
+        P::upgrade(&self.0).is_some_and(|pool| pool.status().is_some())
+    }
+
+    fn id(&self) -> Option<usize> {
+        P::upgrade(&self.0).map(|pool| pool.id())
+    }
+}

@@ -1,0 +1,55 @@
+//! The poller: one Tokio task per monitored `(service, pool label)` that mirrors the pool's
+//! status into its gauges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{MonitoredPool, PoolSeries};
+
+/// Sets the gauges from `pool` now, then spawns the task that keeps them current until the
+/// pool is closed (gauges set to 0) or `stop` (the metrics' sender) is dropped (gauges keep
+/// their last values). Spawns nothing for a pool that is already closed.
+pub(crate) fn spawn_poller<P: MonitoredPool>(
+    runtime: &tokio::runtime::Handle,
+    pool: &P,
+    series: Arc<PoolSeries>,
+    mut stop: watch::Receiver<()>,
+    interval: Duration,
+) {
+    let Some(status) = pool.status() else {
+        series.gauges.set_closed();
+        return;
+    };
+    series.gauges.set(status, 0);
+    let weak_pool = pool.downgrade();
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                // Nothing is ever sent: this resolves when the last DatabaseMetrics handle
+                // drops the sender. The gauges keep their last values.
+                _ = stop.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            match P::upgrade(&weak_pool).and_then(|pool| pool.status()) {
+                Some(status) => series.gauges.set(status, 0),
+                None => {
+                    series.gauges.set_closed();
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// The body of one poller tick, for benchmarks.
+#[cfg(feature = "bench")]
+pub(crate) fn poll_tick<P: MonitoredPool>(pool: &P, series: &PoolSeries) {
+    if let Some(status) = pool.status() {
+        series.gauges.set(status, 0);
+    }
+}

@@ -1,0 +1,224 @@
+//! [`TrackedPool`] and [`TrackedConnection`]: checkouts counted and timed under a pool label.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::series::Checkouts;
+use super::{MonitoredPool, PoolStatus};
+use crate::drivers::DefaultPool;
+use crate::intern::intern;
+use crate::metrics::{DatabaseMetrics, monitor_of};
+
+/// A pool whose checkouts are counted and timed under a `pool` label.
+///
+/// Made by [`crate::InfrastructureEnhancer::enhance_pool`]:
+///
+/// - [`TrackedPool::get`] counts `connections_acquired_total` and records
+///   `connection_wait_seconds` for each successful checkout, and counts
+///   `connections_created_total` when the connection was newly opened for it;
+/// - dropping the returned [`TrackedConnection`] counts `connections_released_total` and
+///   records `connection_use_seconds`, on every path: normal drop, `?`, the holding task
+///   being cancelled or panicking;
+/// - a failed checkout counts `connection_timeouts_total{stage}` when it is a pool timeout
+///   (stage `wait`, `create` or `recycle`) and nothing else; a checkout whose future is
+///   dropped while it waits (a `tokio::time::timeout` around `get`) counts nothing at all.
+///
+/// So at any quiet moment `acquired_total == released_total` and the wait histogram's count
+/// equals `acquired_total`.
+///
+/// The pool label also gets the five gauges: enhancing the pool that the metrics already
+/// monitor under the same label shares that poller; any other label starts a poller of its
+/// own (like [`crate::DatabaseMetricsBuilder::build`] with `.pool_name(name)`, same interval),
+/// which lives as long as this tracked pool's clones or the pool. Cheap to clone.
+///
+/// ```no_run
+/// # extern crate dbmetrics_runtime as dbmetrics;
+/// # async fn demo(pool: deadpool_postgres::Pool) -> Result<(), Box<dyn std::error::Error>> {
+/// use dbmetrics::{create_infrastructure_enhancer, setup_database_monitoring};
+///
+/// let metrics = setup_database_monitoring(&pool, "batch_service")?;
+/// let enhancer = create_infrastructure_enhancer(metrics.clone());
+/// let tracked = enhancer.enhance_pool(pool.clone(), "default");
+///
+/// let client = tracked.get().await?; // acquired_total +1, wait time recorded
+/// let rows = client.query("SELECT 1", &[]).await?; // derefs to the deadpool client
+/// assert_eq!(rows.len(), 1);
+/// drop(client); // released_total +1, use time recorded
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TrackedPool<P: MonitoredPool = DefaultPool> {
+    pool: P,
+    name: &'static str,
+    checkouts: Arc<Checkouts>,
+    // The metrics of this pool label: keeps its poller running while the pool is used.
+    _monitor: Option<DatabaseMetrics>,
+}
+
+impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedPool")
+            .field("pool", &self.name)
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+impl<P: MonitoredPool> TrackedPool<P> {
+    pub(crate) fn new(pool: P, metrics: &DatabaseMetrics, name: &str) -> Self {
+        // One pool is published under one label: a pool this service already monitors keeps
+        // its label (two labels would count its connections twice in every sum).
+        if let Some(existing) = monitor_of(metrics.service(), &pool)
+            && existing.pool_name() != name
+            && let Some(series) = existing.pool_series()
+        {
+            tracing::warn!(
+                target: "dbmetrics",
+                service = metrics.service(),
+                requested = name,
+                pool = existing.pool_name(),
+                "this pool is already monitored under another pool label; its checkouts are \
+                 counted under that label too"
+            );
+            return Self {
+                pool,
+                name: existing.pool_label(),
+                checkouts: series.checkouts.clone(),
+                _monitor: Some(existing.clone()),
+            };
+        }
+        // The registry of monitored pools answers: the metrics' own (label, pool) gives back
+        // the same handle and poller; a new label starts a poller.
+        let monitor = DatabaseMetrics::builder(&pool, metrics.service())
+            .pool_name(name)
+            .poll_interval(metrics.poll_interval())
+            .slow_query_threshold(None)
+            .build();
+        match monitor {
+            Ok(monitor) => match monitor.pool_series().map(|s| s.checkouts.clone()) {
+                Some(checkouts) => Self {
+                    pool,
+                    name: monitor.pool_label(),
+                    checkouts,
+                    _monitor: Some(monitor),
+                },
+                None => Self::without_gauges(pool, metrics, name),
+            },
+            Err(error) => {
+                tracing::warn!(
+                    target: "dbmetrics",
+                    service = metrics.service(),
+                    pool = name,
+                    %error,
+                    "no pool gauges for this tracked pool; its checkouts are still counted"
+                );
+                Self::without_gauges(pool, metrics, name)
+            }
+        }
+    }
+
+    fn without_gauges(pool: P, metrics: &DatabaseMetrics, name: &str) -> Self {
+        let name = intern(name);
+        Self {
+            pool,
+            name,
+            checkouts: Checkouts::new(metrics.catalog(), name),
+            _monitor: None,
+        }
+    }
+
+    /// Checks a connection out of the pool, counting and timing it.
+    ///
+    /// Cancel-safe: if this future is dropped before it completes, nothing is counted and no
+    /// connection is held.
+    ///
+    /// # Errors
+    /// The pool's own error, unchanged; a timeout is counted under its stage first.
+    pub async fn get(&self) -> Result<TrackedConnection<P>, P::Error> {
+        let start = Instant::now();
+        match self.pool.checkout().await {
+            // No await from here on: the count and the guard that undoes it appear together.
+            Ok(connection) => {
+                let acquired_at = Instant::now();
+                let created = P::is_new(&connection);
+                let connection = TrackedConnection {
+                    connection,
+                    checkouts: self.checkouts.clone(),
+                    acquired_at,
+                };
+                self.checkouts.acquired.increment(1);
+                self.checkouts
+                    .wait
+                    .record(acquired_at.duration_since(start).as_secs_f64());
+                if created {
+                    self.checkouts.created.increment(1);
+                }
+                Ok(connection)
+            }
+            Err(err) => {
+                if let Some(stage) = P::timeout_stage(&err) {
+                    self.checkouts.count_timeout(stage);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The underlying pool (checkouts through it are not counted; the gauges still see them).
+    pub fn pool(&self) -> &P {
+        &self.pool
+    }
+
+    /// The `pool` label of this pool's metrics.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The pool's numbers now (`None` once it is closed).
+    pub fn status(&self) -> Option<PoolStatus> {
+        self.pool.status()
+    }
+}
+
+/// A connection checked out of a [`TrackedPool`]; derefs to the driver's connection (deadpool:
+/// the `Object`, so `client.query(..)` reads as without dbmetrics).
+///
+/// Dropping it returns the connection to the pool and records the release, also when the task
+/// holding it is cancelled or panics.
+pub struct TrackedConnection<P: MonitoredPool = DefaultPool> {
+    connection: P::Connection,
+    checkouts: Arc<Checkouts>,
+    acquired_at: Instant,
+}
+
+impl<P: MonitoredPool> std::fmt::Debug for TrackedConnection<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedConnection")
+            .field("held_for", &self.acquired_at.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: MonitoredPool> Deref for TrackedConnection<P> {
+    type Target = P::Target;
+
+    fn deref(&self) -> &P::Target {
+        P::target(&self.connection)
+    }
+}
+
+impl<P: MonitoredPool> DerefMut for TrackedConnection<P> {
+    fn deref_mut(&mut self) -> &mut P::Target {
+        P::target_mut(&mut self.connection)
+    }
+}
+
+impl<P: MonitoredPool> Drop for TrackedConnection<P> {
+    fn drop(&mut self) {
+        self.checkouts.released.increment(1);
+        self.checkouts
+            .use_time
+            .record(self.acquired_at.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,22 @@
+//! The recording path: what a tracked call is ([`CallSite`]), how it ended ([`Outcome`]), the
+//! [`Sample`] a [`QueryMetrics`] receives, and the guard the macros expand into.
+
+pub mod autoref;
+mod guard;
+mod outcome;
+mod sample;
+pub(crate) mod site;
+
+pub use dbmetrics_labels::{Operation, UnknownOperation};
+pub use guard::{Body, CallGuard};
+pub use outcome::Outcome;
+pub use sample::{NoopMetrics, QueryMetrics, Sample};
+pub use site::CallSite;
+
+pub(crate) use site::SiteKind;
+
+/// What only generated code uses: site constructors and the outcome of a returned value.
+pub(crate) mod private {
+    pub use super::autoref as outcome;
+    pub use super::site::{query_site, transaction_site};
+}
