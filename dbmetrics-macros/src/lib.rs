@@ -2,7 +2,8 @@
 //! `dbmetrics` crate, which re-exports them and the runtime their expansion calls
 //! (`::dbmetrics::__private`).
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, ItemFn, parse_macro_input};

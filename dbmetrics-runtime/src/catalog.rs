@@ -59,7 +59,7 @@ pub struct MetricInfo {
 /// Identifies one metric of the catalog.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(usize)]
-pub enum Metric {
+pub(crate) enum Metric {
     /// `{service}_database_connections_active`
     ConnectionsActive,
     /// `{service}_database_connections_idle`
@@ -226,14 +226,14 @@ pub fn histogram_suffixes() -> impl Iterator<Item = &'static str> {
 
 /// The metric names of one service.
 #[derive(Clone, Debug)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     service: SharedString,
     names: Vec<KeyName>,
 }
 
 impl Catalog {
     /// Builds the catalog of `service`, or says why the name cannot prefix a metric name.
-    pub fn new(service: &str) -> Result<Self, Error> {
+    pub(crate) fn new(service: &str) -> Result<Self, Error> {
         validate_name("service", service)?;
         let names = SPECS
             .iter()
@@ -246,17 +246,17 @@ impl Catalog {
     }
 
     /// The service name every metric is prefixed with.
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
     /// The full name of `metric` for this service.
-    pub fn name(&self, metric: Metric) -> &KeyName {
+    pub(crate) fn name(&self, metric: Metric) -> &KeyName {
         &self.names[metric as usize]
     }
 
     /// Describes every metric to the installed recorder (HELP text and unit).
-    pub fn describe(&self) {
+    pub(crate) fn describe(&self) {
         metrics::with_recorder(|recorder| {
             for (spec, name) in SPECS.iter().zip(&self.names) {
                 let help = SharedString::const_str(spec.help);
@@ -272,7 +272,7 @@ impl Catalog {
     }
 
     /// Every metric of the catalog keyed by its full name.
-    pub fn entries(&self) -> BTreeMap<String, MetricInfo> {
+    pub(crate) fn entries(&self) -> BTreeMap<String, MetricInfo> {
         SPECS
             .iter()
             .zip(&self.names)

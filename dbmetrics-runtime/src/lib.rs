@@ -5,16 +5,19 @@
 //! modules are documented there.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 // One job per module; the public path of each item is given by the `pub use` lines below.
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 pub mod catalog;
 pub mod classify;
 mod drivers;
 mod error;
 #[cfg(feature = "exporter")]
+#[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
 pub mod exporter;
 pub mod health;
 mod intern;
@@ -24,11 +27,12 @@ pub mod pool;
 mod record;
 mod slow_log;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod tracker;
 pub mod transaction;
 
-pub use classify::ClassifyError;
+pub use classify::classes::ClassifyError;
 pub use error::Error;
 pub use health::checker::{DatabaseHealthChecker, DatabaseHealthCheckerBuilder};
 pub use health::report::HealthStatus;

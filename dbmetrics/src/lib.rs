@@ -79,12 +79,15 @@ pub use dbmetrics_runtime::{
 pub use dbmetrics_runtime::{catalog, classify, health, pool, transaction};
 
 #[cfg(feature = "exporter")]
+#[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
 pub use dbmetrics_runtime::exporter;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use dbmetrics_runtime::axum;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use dbmetrics_runtime::testing;
 
 #[doc(hidden)]

@@ -20,7 +20,7 @@ use deadpool_postgres::{
     ClientWrapper, Object, Pool, PoolError, Status, TimeoutType, Timeouts, WeakPool,
 };
 
-use super::{HealthCheckable, MonitoredPool, Probe, sealed};
+use super::contract::{HealthCheckable, MonitoredPool, Probe, ProbeFailure, sealed};
 use crate::TrackedConnection;
 use crate::classify::{
     CONNECTION, CONNECTION_CLOSED, ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT, classify_io,
@@ -106,7 +106,7 @@ pub enum ProbeConnection {
 impl HealthCheckable for Pool {
     type ProbeConnection = ProbeConnection;
 
-    async fn probe(&self) -> Result<Probe<ProbeConnection>, &'static str> {
+    async fn probe(&self) -> Result<Probe<ProbeConnection>, ProbeFailure> {
         let no_wait = Timeouts {
             wait: Some(Duration::ZERO),
             create: None,
@@ -120,7 +120,7 @@ impl HealthCheckable for Pool {
             Err(PoolError::Timeout(TimeoutType::Wait)) => {
                 let manager = self.manager();
                 match manager.create().await {
-                    Err(e) => Err(crate::health::log_failure(classify_postgres(&e), &e)),
+                    Err(e) => Err(ProbeFailure::new(classify_postgres(&e), &e)),
                     Ok(mut client) => {
                         // Not the pool's: keep it out of the manager's statement-cache registry.
                         manager.detach(&mut client);
@@ -131,14 +131,14 @@ impl HealthCheckable for Pool {
                     }
                 }
             }
-            Err(e) => Err(crate::health::log_failure(classify_pool(&e), &e)),
+            Err(e) => Err(ProbeFailure::new(classify_pool(&e), &e)),
         }
     }
 
     fn first_row<'c>(
         connection: &'c mut ProbeConnection,
         sql: &'static str,
-    ) -> impl Future<Output = Result<Vec<Option<String>>, &'static str>> + Send + 'c {
+    ) -> impl Future<Output = Result<Vec<Option<String>>, ProbeFailure>> + Send + 'c {
         let client: &tokio_postgres::Client = match connection {
             ProbeConnection::Pooled(object) => object,
             ProbeConnection::Dedicated(client) => client,
@@ -158,11 +158,11 @@ impl HealthCheckable for Pool {
 async fn first_row(
     client: &tokio_postgres::Client,
     sql: &'static str,
-) -> Result<Vec<Option<String>>, &'static str> {
+) -> Result<Vec<Option<String>>, ProbeFailure> {
     let messages = client
         .simple_query(sql)
         .await
-        .map_err(|e| crate::health::log_failure(classify_postgres(&e), &e))?;
+        .map_err(|e| ProbeFailure::new(classify_postgres(&e), &e))?;
     Ok(messages
         .iter()
         .find_map(|message| match message {

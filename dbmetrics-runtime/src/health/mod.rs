@@ -78,11 +78,5 @@ pub use report::{
 };
 
 pub use crate::drivers::HealthCheckable;
-
-/// Logs why a check failed, for the operator (`WARN`, target `dbmetrics::health`): the
-/// driver's text for fixed health queries and connection attempts, which holds no SQL
-/// parameters and no password. The JSON only ever carries the class.
-pub(crate) fn log_failure(class: &'static str, error: &dyn std::fmt::Display) -> &'static str {
-    tracing::warn!(target: "dbmetrics::health", error_type = class, error = %error, "database health check failed");
-    class
-}
+#[doc(hidden)]
+pub use crate::drivers::{Probe, ProbeFailure};

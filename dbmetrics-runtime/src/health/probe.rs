@@ -9,7 +9,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::config::{HealthConfig, TIMEOUT};
 use super::report::{DatabaseResourcesCheck, HealthStatus, round2};
-use crate::drivers::HealthCheckable;
+use crate::drivers::{HealthCheckable, ProbeFailure};
 
 /// `SELECT 1`: connectivity and the simple query time.
 pub(super) const SELECT_ONE: &str = "SELECT 1";
@@ -44,7 +44,7 @@ impl<P: HealthCheckable> Session<P> {
     pub(super) async fn open(pool: &P, deadline: Instant) -> Result<Self, &'static str> {
         match timeout_at(deadline, pool.probe()).await {
             Err(_) => Err(TIMEOUT),
-            Ok(Err(class)) => Err(class),
+            Ok(Err(failure)) => Err(log_failure(failure)),
             Ok(Ok(probe)) => Ok(Self {
                 connection: Some(probe.connection),
                 source: if probe.dedicated { "dedicated" } else { "pool" },
@@ -71,7 +71,7 @@ impl<P: HealthCheckable> Session<P> {
         self.in_flight = true;
         let row = match timeout_at(deadline, P::first_row(connection, sql)).await {
             Err(_) => return Err(TIMEOUT),
-            Ok(result) => result?,
+            Ok(result) => result.map_err(log_failure)?,
         };
         self.in_flight = false;
         Ok(row)
@@ -141,4 +141,17 @@ impl ResourceFigures {
             error: None,
         }
     }
+}
+
+/// Logs why a check failed, for the operator (`WARN`, target `dbmetrics::health`): the
+/// driver's text for fixed health queries and connection attempts, which holds no SQL
+/// parameters and no password. The JSON only ever carries the class.
+fn log_failure(failure: ProbeFailure) -> &'static str {
+    tracing::warn!(
+        target: "dbmetrics::health",
+        error_type = failure.class,
+        error = %failure.detail,
+        "database health check failed"
+    );
+    failure.class
 }

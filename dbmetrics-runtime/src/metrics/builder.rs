@@ -34,6 +34,13 @@ pub fn setup_database_monitoring<P: MonitoredPool>(
     DatabaseMetrics::builder(pool, service).build()
 }
 
+impl DatabaseMetrics {
+    /// Starts configuring monitoring of `pool` for `service`.
+    pub fn builder<P: MonitoredPool>(pool: &P, service: &str) -> DatabaseMetricsBuilder<P> {
+        DatabaseMetricsBuilder::new(pool.clone(), service)
+    }
+}
+
 /// Options of [`setup_database_monitoring`].
 #[derive(Debug)]
 #[must_use = "call .build() to start monitoring"]
@@ -46,7 +53,7 @@ pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
 }
 
 impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
-    pub(super) fn new(pool: P, service: &str) -> Self {
+    fn new(pool: P, service: &str) -> Self {
         Self {
             pool,
             service: service.to_owned(),

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::builder::DatabaseMetricsBuilder;
 use super::series::SiteHandles;
 use super::site_cache::SiteCache;
 use crate::catalog::{Catalog, MetricInfo};
@@ -73,11 +72,6 @@ impl DatabaseMetrics {
     /// Tracked calls at least this slow are logged (`WARN`, target `dbmetrics::slow_query`) by
     /// default.
     pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
-
-    /// Starts configuring monitoring of `pool` for `service`.
-    pub fn builder<P: MonitoredPool>(pool: &P, service: &str) -> DatabaseMetricsBuilder<P> {
-        DatabaseMetricsBuilder::new(pool.clone(), service)
-    }
 
     /// Query and transaction metrics for `service` without any pool (no poller, no runtime
     /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
@@ -181,7 +175,7 @@ impl DatabaseMetrics {
 
     /// How often the pool poller reads the pool status
     /// ([`DatabaseMetrics::DEFAULT_POLL_INTERVAL`] unless set with
-    /// [`DatabaseMetricsBuilder::poll_interval`]).
+    /// [`DatabaseMetricsBuilder::poll_interval`](crate::DatabaseMetricsBuilder::poll_interval)).
     pub fn poll_interval(&self) -> Duration {
         self.inner.poll_interval
     }
