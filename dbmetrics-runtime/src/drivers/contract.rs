@@ -109,7 +109,8 @@ pub trait HealthCheckable: MonitoredPool {
         &self,
     ) -> impl Future<Output = Result<Probe<Self::ProbeConnection>, ProbeFailure>> + Send;
 
-    /// Runs `sql` (a fixed text of dbmetrics) and returns the first row's columns as text.
+    /// Runs `sql` (a fixed text of dbmetrics whose columns are all text, or whose values are
+    /// not read) and returns the first row's columns as text (empty when there is no row).
     #[doc(hidden)]
     fn first_row<'c>(
         connection: &'c mut Self::ProbeConnection,

@@ -20,14 +20,15 @@ pub(super) const CATALOG_QUERY: &str = "SELECT count(*) FROM pg_catalog.pg_class
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
 /// Connections of this database, client connections of the server, `max_connections`, and
-/// the database's size in bytes and for people.
+/// the database's size in bytes and for people; every column as text, so that each driver reads
+/// it the same way.
 const RESOURCES_QUERY: &str = "SELECT \
        (SELECT count(*) FROM pg_catalog.pg_stat_activity \
-         WHERE datname = current_database())::int8, \
+         WHERE datname = current_database())::int8::text, \
        (SELECT count(*) FROM pg_catalog.pg_stat_activity \
-         WHERE backend_type = 'client backend')::int8, \
-       current_setting('max_connections')::int8, \
-       pg_catalog.pg_database_size(current_database())::int8, \
+         WHERE backend_type = 'client backend')::int8::text, \
+       current_setting('max_connections')::int8::text, \
+       pg_catalog.pg_database_size(current_database())::int8::text, \
        pg_catalog.pg_size_pretty(pg_catalog.pg_database_size(current_database()))";
 
 /// One connection a check holds, from the pool or dedicated.
