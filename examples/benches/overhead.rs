@@ -40,6 +40,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::pin::pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -164,6 +165,25 @@ async fn by_hand(id: u64) -> Result<u64, NotFound> {
     result
 }
 
+/// The floor: the least hand-written code that times a call into one histogram (resolved once,
+/// never again) with two clock reads. No result label, no cancellation, no panic handling.
+#[inline(never)]
+async fn floor(id: u64) -> Result<u64, NotFound> {
+    static HISTOGRAM: OnceLock<metrics::Histogram> = OnceLock::new();
+    let histogram = HISTOGRAM.get_or_init(|| {
+        metrics::histogram!(
+            "bench_database_query_duration_seconds",
+            "operation" => "select",
+            "table" => "content_floor",
+            "result" => "success",
+        )
+    });
+    let start = Instant::now();
+    let result = body(id);
+    histogram.record(start.elapsed().as_secs_f64());
+    result
+}
+
 #[track_query(select, "content", metrics = metrics)]
 #[inline(never)]
 async fn tracked<M: QueryMetrics>(metrics: &M, id: u64) -> Result<u64, NotFound> {
@@ -237,6 +257,7 @@ const BY_HAND_SYNC: usize = 8;
 const TRACK_QUERY_SYNC: usize = 9;
 const POLL_TICK: usize = 10;
 const CLOCK_PAIR: usize = 11;
+const FLOOR_ASYNC: usize = 12;
 
 /// One call of variant `V` (a const generic, so every timing loop is monomorphic).
 #[inline(always)]
@@ -244,6 +265,7 @@ fn call<const V: usize>(ctx: &Ctx, id: u64) -> Result<u64, NotFound> {
     match V {
         BARE_ASYNC => run(bare(id)),
         BY_HAND_ASYNC => run(by_hand(id)),
+        FLOOR_ASYNC => run(floor(id)),
         TRACK_QUERY_ASYNC => run(tracked(&ctx.metrics, id)),
         TRACK_QUERY_NO_RECORDER => run(tracked(&ctx.no_recorder, id)),
         TRACK_QUERY_NOOP => run(tracked(&NoopMetrics, id)),
@@ -338,6 +360,13 @@ fn variants() -> Vec<Variant> {
             "by hand: Instant + histogram! (Prometheus)",
             Kind::Async,
             BY_HAND_ASYNC
+        ),
+        variant!(
+            "call",
+            "floor_async",
+            "floor: OnceLock<Histogram> + 2 Instant",
+            Kind::Async,
+            FLOOR_ASYNC
         ),
         variant!(
             "call",
@@ -473,8 +502,8 @@ fn criterion_median(group: &str, id: &str, since: SystemTime) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
-/// Rounds of every variant in rotating order; the median ns per call of each.
-fn interleaved(ctx: &Ctx, variants: &[Variant], rounds: usize, iters: u64) -> Vec<f64> {
+/// Rounds of every variant in rotating order: ns per call of each variant in each round.
+fn interleaved(ctx: &Ctx, variants: &[Variant], rounds: usize, iters: u64) -> Vec<Vec<f64>> {
     let mut per_round: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); variants.len()];
     for round in 0..rounds {
         for k in 0..variants.len() {
@@ -484,10 +513,35 @@ fn interleaved(ctx: &Ctx, variants: &[Variant], rounds: usize, iters: u64) -> Ve
         }
     }
     per_round
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Pair medians against the floor: in each round, the variant's overhead over the bare fn
+/// divided by the floor's overhead over the bare fn, measured in the same round; the median of
+/// those ratios. Async variants only (the floor is an async fn).
+fn floor_ratios(variants: &[Variant], per_round: &[Vec<f64>]) -> Vec<Option<f64>> {
+    let find = |id: &str| variants.iter().position(|v| v.id == id);
+    let (Some(bare), Some(floor)) = (find("bare_async"), find("floor_async")) else {
+        return vec![None; variants.len()];
+    };
+    variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if v.kind != Kind::Async {
+                return None;
+            }
+            let ratios: Vec<f64> = (0..per_round[i].len())
+                .map(|r| {
+                    (per_round[i][r] - per_round[bare][r])
+                        / (per_round[floor][r] - per_round[bare][r])
+                })
+                .collect();
+            Some(median(ratios))
         })
         .collect()
 }
@@ -534,10 +588,9 @@ fn summary(ctx: &Ctx, variants: &[Variant], since: SystemTime) {
 
     let rounds = 31;
     let iters = 100_000;
-    let inter_ns: Vec<Option<f64>> = interleaved(ctx, variants, rounds, iters)
-        .into_iter()
-        .map(Some)
-        .collect();
+    let per_round = interleaved(ctx, variants, rounds, iters);
+    let x_floor = floor_ratios(variants, &per_round);
+    let inter_ns: Vec<Option<f64>> = per_round.iter().cloned().map(median).map(Some).collect();
     let inter_over = overheads(variants, &inter_ns);
 
     // Allocations: a multiple of the exporter's 64-sample bucket blocks, everything warm.
@@ -558,16 +611,27 @@ fn summary(ctx: &Ctx, variants: &[Variant], since: SystemTime) {
         "x hand = overhead / hand-written overhead; criterion = median of criterion's samples;"
     );
     println!(
-        "interleaved = median of {rounds} rounds of {iters} calls, variants in rotating order)"
+        "interleaved = median of {rounds} rounds of {iters} calls, variants in rotating order;"
+    );
+    println!(
+        "x floor = median over rounds of overhead / floor overhead in the same round (pair medians))"
     );
     println!();
     println!(
-        "{:<42} {:>9} {:>9} {:>7} | {:>9} {:>9} {:>7} | {:>11}",
-        "variant", "crit ns", "overhead", "x hand", "inter ns", "overhead", "x hand", "allocs/call"
+        "{:<42} {:>9} {:>9} {:>7} | {:>9} {:>9} {:>7} {:>7} | {:>11}",
+        "variant",
+        "crit ns",
+        "overhead",
+        "x hand",
+        "inter ns",
+        "overhead",
+        "x hand",
+        "x floor",
+        "allocs/call"
     );
     for (i, v) in variants.iter().enumerate() {
         println!(
-            "{:<42} {:>9} {:>9} {:>7} | {:>9} {:>9} {:>7} | {:>11}",
+            "{:<42} {:>9} {:>9} {:>7} | {:>9} {:>9} {:>7} {:>7} | {:>11}",
             v.what,
             cell(crit_ns[i], 1),
             cell(crit_over[i].0, 1),
@@ -575,6 +639,7 @@ fn summary(ctx: &Ctx, variants: &[Variant], since: SystemTime) {
             cell(inter_ns[i], 1),
             cell(inter_over[i].0, 1),
             cell(inter_over[i].1, 2),
+            cell(x_floor[i], 2),
             format!("{:.4}", allocs[i]),
         );
     }
@@ -616,6 +681,21 @@ fn main() {
 
     let ctx = setup();
     let variants = variants();
+
+    // `DBMETRICS_BENCH_ONLY=<id>:<calls>`: run one variant that many times and exit (for
+    // instruction counts under `valgrind --tool=callgrind`; see BENCHMARKS.md).
+    if let Ok(only) = std::env::var("DBMETRICS_BENCH_ONLY") {
+        let (id, calls) = only
+            .split_once(':')
+            .expect("DBMETRICS_BENCH_ONLY=<id>:<calls>");
+        let calls: u64 = calls.parse().expect("a number of calls");
+        let variant = variants
+            .iter()
+            .find(|v| v.id == id)
+            .unwrap_or_else(|| panic!("no variant {id}"));
+        (variant.calls)(&ctx, calls);
+        return;
+    }
 
     let mut criterion = Criterion::default()
         .without_plots()

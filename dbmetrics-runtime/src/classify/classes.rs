@@ -57,7 +57,8 @@ pub fn classify_io(err: &std::io::Error) -> &'static str {
 ///
 /// ```
 /// # extern crate dbmetrics_runtime as dbmetrics;
-/// use dbmetrics::classify::{classify, ClassifyError};
+/// use dbmetrics::ClassifyError;
+/// use dbmetrics::classify::classify;
 ///
 /// #[derive(Debug)]
 /// enum RepoError {

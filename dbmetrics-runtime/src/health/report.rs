@@ -26,7 +26,7 @@ impl HealthStatus {
     ///
     /// ```
     /// # extern crate dbmetrics_runtime as dbmetrics;
-    /// use dbmetrics::health::HealthStatus::*;
+    /// use dbmetrics::HealthStatus::*;
     /// assert_eq!(Healthy.worst(Degraded), Degraded);
     /// assert_eq!(Unhealthy.worst(Degraded), Unhealthy);
     /// ```
