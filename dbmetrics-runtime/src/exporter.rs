@@ -1,5 +1,10 @@
 //! Installing the Prometheus exporter (`metrics-exporter-prometheus`) with dbmetrics' buckets.
 //!
+//! Order does not matter: monitoring set up, and tracked calls made, before the recorder is
+//! installed here reach it from then on (descriptions, pool gauges, every call site's series).
+//! A recorder installed by other means (`metrics::set_global_recorder`, another exporter's
+//! `install`) gets only what is set up or first called after it: install it first.
+//!
 //! Every dbmetrics duration is exported as a Prometheus **histogram** (never a summary), in
 //! seconds, with [`DEFAULT_BUCKETS`] from 100 µs to 30 s, fine enough for sub-millisecond
 //! loopback queries. Only dbmetrics' own histograms get these buckets; other histograms of the
@@ -99,6 +104,7 @@ impl ExporterConfig {
             .prometheus_builder()?
             .install_recorder()
             .map_err(build_error)?;
+        crate::metrics::recorder_installed();
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("dbmetrics-upkeep".into())
@@ -128,6 +134,7 @@ impl ExporterConfig {
         };
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).map_err(|_| Error::RecorderAlreadyInstalled)?;
+        crate::metrics::recorder_installed();
         runtime.spawn(exporter);
         Ok(handle)
     }

@@ -25,6 +25,7 @@ mod memory;
 mod metrics;
 pub mod pool;
 mod record;
+mod sites;
 mod slow_log;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -114,12 +115,12 @@ impl InfrastructureEnhancer {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::private::*;
-    pub use crate::record::{Body, CallGuard, CallSite, Operation, QueryMetrics};
+    pub use crate::record::{Body, CallGuard, CallSite, LabelBudget, Operation, QueryMetrics};
     pub use crate::{DefaultTable, TrackedRepository};
 
     /// Borrows a metrics sink (gives one clear error when `m` is not one).
     #[inline(always)]
-    pub fn metrics_ref<M: QueryMetrics>(m: &M) -> &dyn QueryMetrics {
+    pub fn metrics_ref<M: QueryMetrics>(m: &M) -> &M {
         m
     }
 

@@ -2,17 +2,15 @@
 //! transaction, and [`RepositoryMiddleware`] wraps methods of repositories that cannot take an
 //! attribute.
 
-use std::cell::Cell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
 
 use crate::classify::ClassifyError;
 use crate::drivers::DefaultPool;
-use crate::intern::intern;
 use crate::metrics::DatabaseMetrics;
 use crate::pool::MonitoredPool;
 use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteKind};
+use crate::sites;
 
 /// How the tracker tells success from error in a future's output.
 ///
@@ -107,9 +105,11 @@ impl<T: AsOperation + ?Sized> AsOperation for &T {
 /// *times* a future: to open, commit and roll back a real transaction, see
 /// [`crate::transaction::run`].
 ///
-/// Tables and transaction names given at run time are interned for the life of the process
-/// (one small allocation per distinct name, as Prometheus keeps one series per name): pass
-/// names written in your code, never values from requests or rows.
+/// Tables and transaction names given at run time are bounded: a `DatabaseMetrics` admits
+/// [`label_limit`](crate::DatabaseMetricsBuilder::label_limit) distinct ones of each (default
+/// 1000); further ones record under `table="_overflow"` (`transaction="_overflow"`), with one
+/// warning, and every call is still counted once. Pass names written in your code, never values
+/// from requests or rows.
 ///
 /// ```no_run
 /// # extern crate dbmetrics_runtime as dbmetrics;
@@ -156,7 +156,7 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
         F: Future,
         F::Output: TrackOutcome,
     {
-        let site = query_site(&operation, table, "track_query");
+        let site = query_site(&self.metrics, &operation, table, "track_query");
         track(&self.metrics, site, future).await
     }
 
@@ -166,7 +166,7 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
         F: Future,
         F::Output: TrackOutcome,
     {
-        let site = transaction_site(name);
+        let site = sites::transaction_site(self.metrics.label_budget(), name);
         track(&self.metrics, site, future).await
     }
 }
@@ -238,7 +238,7 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
         F: Future,
         F::Output: TrackOutcome,
     {
-        let site = query_site(&operation, table, method);
+        let site = query_site(&self.metrics, &operation, table, method);
         track(&self.metrics, site, future).await
     }
 
@@ -253,75 +253,22 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
     }
 }
 
-// Sites made at run time are interned for the life of the process: one per distinct
-// (table, function, operation), the same bound Prometheus puts on their series.
-type QuerySites =
-    HashMap<Box<str>, HashMap<Box<str>, [Option<&'static CallSite>; Operation::COUNT]>>;
-static QUERY_SITES: RwLock<Option<QuerySites>> = RwLock::new(None);
-static TRANSACTION_SITES: RwLock<Option<HashMap<Box<str>, &'static CallSite>>> = RwLock::new(None);
-
-fn query_site(operation: &dyn AsOperation, table: &str, function: &str) -> &'static CallSite {
-    let op = match operation.as_operation() {
-        Ok(op) => op,
+/// The site of `operation` on `table` from `function`, within `metrics`' label budget.
+#[inline]
+fn query_site<M: QueryMetrics + ?Sized>(
+    metrics: &M,
+    operation: &dyn AsOperation,
+    table: &str,
+    function: &str,
+) -> &'static CallSite {
+    let operation = match operation.as_operation() {
+        Ok(operation) => operation,
         Err(bad) => {
             warn_unknown_operation(bad, table, function);
             Operation::Other
         }
     };
-    let index = op as usize;
-    // Most callers pass the same literals every time: a small per-thread cache answers them
-    // without the global lock and hash lookups.
-    let slot = (table.as_ptr() as usize >> 3)
-        .wrapping_add(function.as_ptr() as usize >> 3)
-        .wrapping_add(table.len() * 31 + index)
-        % RECENT_SLOTS;
-    if let Some(site) = RECENT.with(|recent| recent[slot].get())
-        && site.name() == function
-        && matches!(site.kind(), SiteKind::Query { operation, table: Some(t) } if operation == op && t == table)
-    {
-        return site;
-    }
-    let site = interned_query_site(op, table, function);
-    RECENT.with(|recent| recent[slot].set(Some(site)));
-    site
-}
-
-const RECENT_SLOTS: usize = 16;
-
-thread_local! {
-    static RECENT: [Cell<Option<&'static CallSite>>; RECENT_SLOTS] =
-        const { [const { Cell::new(None) }; RECENT_SLOTS] };
-}
-
-fn interned_query_site(op: Operation, table: &str, function: &str) -> &'static CallSite {
-    let index = op as usize;
-    if let Some(site) = QUERY_SITES
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .and_then(|m| m.get(table))
-        .and_then(|m| m.get(function))
-        .and_then(|ops| ops[index])
-    {
-        return site;
-    }
-    let mut sites = QUERY_SITES.write().unwrap_or_else(PoisonError::into_inner);
-    let slot = &mut sites
-        .get_or_insert_with(HashMap::new)
-        .entry(table.into())
-        .or_default()
-        .entry(function.into())
-        .or_insert([None; Operation::COUNT])[index];
-    slot.get_or_insert_with(|| {
-        Box::leak(Box::new(CallSite::new(
-            SiteKind::Query {
-                operation: op,
-                table: Some(intern(table)),
-            },
-            intern(function),
-            "dbmetrics::tracker",
-        )))
-    })
+    sites::query_site(metrics.label_budget(), operation, table, function)
 }
 
 fn warn_unknown_operation(bad: &str, table: &str, function: &str) {
@@ -344,85 +291,6 @@ fn warn_unknown_operation(bad: &str, table: &str, function: &str) {
             function,
             expected = %Operation::list(),
             "unknown operation; recorded as operation=\"other\""
-        );
-    }
-}
-
-/// The interned site of the transaction `name` (shared with [`crate::transaction::run`]).
-pub(crate) fn transaction_site(name: &str) -> &'static CallSite {
-    if let Some(site) = TRANSACTION_SITES
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .and_then(|m| m.get(name))
-    {
-        return site;
-    }
-    let mut sites = TRANSACTION_SITES
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    sites
-        .get_or_insert_with(HashMap::new)
-        .entry(name.into())
-        .or_insert_with(|| {
-            Box::leak(Box::new(CallSite::new(
-                SiteKind::Transaction { name: intern(name) },
-                "track_transaction",
-                "dbmetrics::tracker",
-            )))
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_per_thread_cache_never_answers_with_another_site() {
-        let tables: Vec<String> = (0..100).map(|i| format!("cache_t{i}")).collect();
-        for _ in 0..3 {
-            for (i, table) in tables.iter().enumerate() {
-                let op = Operation::ALL[i % Operation::ALL.len()];
-                let function = if i % 2 == 0 { "even" } else { "odd" };
-                let site = query_site(&op, table, function);
-                assert_eq!(
-                    site.kind(),
-                    SiteKind::Query {
-                        operation: op,
-                        table: Some(site_table(site)),
-                    }
-                );
-                assert_eq!(site_table(site), table);
-                assert_eq!(site.name(), function);
-            }
-        }
-    }
-
-    fn site_table(site: &CallSite) -> &'static str {
-        match site.kind() {
-            SiteKind::Query { table: Some(t), .. } => t,
-            other => panic!("not a query site with a table: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn sites_are_interned() {
-        let a = query_site(&"select", "t1", "f") as *const CallSite;
-        let b = query_site(&Operation::Select, "t1", "f") as *const CallSite;
-        let c = query_site(&"insert", "t1", "f") as *const CallSite;
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let bad = query_site(&"selct", "t1", "f");
-        assert_eq!(
-            bad.kind(),
-            SiteKind::Query {
-                operation: Operation::Other,
-                table: Some("t1")
-            }
-        );
-        assert_eq!(
-            transaction_site("x") as *const CallSite,
-            transaction_site("x") as *const CallSite
         );
     }
 }

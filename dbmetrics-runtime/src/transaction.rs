@@ -67,7 +67,8 @@ use std::pin::Pin;
 
 use crate::classify::ClassifyError;
 use crate::record::QueryMetrics;
-use crate::tracker::{track, transaction_site};
+use crate::sites;
+use crate::tracker::track;
 
 /// The future a [`run`] closure returns: `Box::pin(async move { ... })`, borrowing the
 /// transaction for `'t`.
@@ -108,10 +109,11 @@ pub trait OpenTransaction: Sized {
 /// into `metrics` (see the [module documentation](self) for the table of outcomes).
 ///
 /// `E` is the closure's error type; errors of `BEGIN` and `COMMIT` reach you through
-/// `E: From` the driver's error (`tokio_postgres::Error` for deadpool), and `E` classifies itself for the `error_type` label
-/// ([`ClassifyError`]: `tokio_postgres::Error` does; for your own type, see
-/// [`TrackOutcome`](crate::TrackOutcome)). The name is interned for the life of the process: use a
-/// name from your code, not from data.
+/// `E: From` the driver's error (`tokio_postgres::Error` for deadpool), and `E` classifies
+/// itself for the `error_type` label ([`ClassifyError`]: `tokio_postgres::Error` does; for your
+/// own type, see [`TrackOutcome`](crate::TrackOutcome)). The name is a label value within the
+/// service's label limit (see [`QueryPerformanceTracker`](crate::QueryPerformanceTracker)): use
+/// a name from your code, not from data.
 ///
 /// ```no_run
 /// # extern crate dbmetrics_runtime as dbmetrics;
@@ -151,7 +153,7 @@ where
 {
     // Boxed and checked for `Send` here, where the bounds are known: a caller (or an enclosing
     // `run`) never has to prove it through the closure's higher-ranked lifetimes.
-    let site = transaction_site(name);
+    let site = sites::transaction_site(metrics.label_budget(), name);
     Box::pin(track(metrics, site, async move {
         let mut tx = client.begin().await?;
         match body(&mut tx).await {

@@ -674,37 +674,56 @@ async fn two_pools_of_one_service_have_separate_series() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pool_already_monitored_keeps_its_label_when_enhanced() {
+async fn a_pool_already_monitored_moves_to_the_name_given_when_enhanced() {
     prometheus();
     let service = unique("pool_one_label");
     let names = Names(service.clone());
     let pool = database().pool(2);
     let metrics = monitor(&pool, &service, "default");
-    // The same pool, enhanced under another name: it stays `default`, counted once.
+    names
+        .wait_for_gauges("default", [0.0, 0.0, 0.0, 2.0, 0.0])
+        .await;
+    // The same pool, enhanced under another name: every series moves to `batch`, the pool is
+    // still counted once (one poller, one label).
     let tracked =
         create_infrastructure_enhancer(metrics.clone()).enhance_pool(pool.clone(), "batch");
-    assert_eq!(tracked.name(), "default");
+    assert_eq!(tracked.name(), "batch");
+    assert_eq!(metrics.pool_name(), "batch");
     drop(tracked.get().await.unwrap());
     let e = names
-        .wait_for_gauges("default", [0.0, 1.0, 1.0, 2.0, 0.0])
+        .wait_for_gauges("batch", [0.0, 1.0, 1.0, 2.0, 0.0])
         .await;
     assert_eq!(
+        names.counter(&e, "connections_acquired_total", "batch"),
+        1.0
+    );
+    assert_eq!(
+        names.counter(&e, "connections_released_total", "batch"),
+        1.0
+    );
+    // The old label's gauges dropped to 0 and its counters stopped.
+    for gauge in [
+        "connections_active",
+        "connections_idle",
+        "connections_open",
+        "connections_max",
+        "connections_overflow",
+    ] {
+        assert_eq!(
+            e.get(&names.of(gauge), &[("pool", "default")]),
+            Some(0.0),
+            "{gauge}"
+        );
+    }
+    assert_eq!(
         names.counter(&e, "connections_acquired_total", "default"),
-        1.0
+        0.0
     );
-    assert_eq!(
-        names.counter(&e, "connections_released_total", "default"),
-        1.0
-    );
-    assert_eq!(
-        e.get(&names.of("connections_max"), &[("pool", "batch")]),
-        None
-    );
-    assert_eq!(
-        e.get(
-            &names.of("connections_acquired_total"),
-            &[("pool", "batch")]
-        ),
-        None
-    );
+    // Setting the pool up again under a third name moves it again: the same handle.
+    let again = monitor(&pool, &service, "main");
+    assert!(again.same_handle(&metrics));
+    assert_eq!(tracked.name(), "main");
+    names
+        .wait_for_gauges("main", [0.0, 1.0, 1.0, 2.0, 0.0])
+        .await;
 }

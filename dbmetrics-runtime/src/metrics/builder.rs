@@ -8,7 +8,7 @@ use crate::catalog::Catalog;
 use crate::drivers::DefaultPool;
 use crate::error::Error;
 use crate::intern::intern;
-use crate::pool::{MonitoredPool, PoolSeries};
+use crate::pool::MonitoredPool;
 
 /// Sets up monitoring of `pool` for `service`: describes every metric of the catalog, registers
 /// the pool's series and starts the pool poller on the current Tokio runtime.
@@ -23,8 +23,9 @@ use crate::pool::{MonitoredPool, PoolSeries};
 ///   same pool name.
 ///
 /// Setting up the same service and the same pool twice returns the existing handle (one poller,
-/// the options of the first call). A pool name whose pool was closed or dropped can be given to
-/// a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
+/// the options of the first call); when the second call names another pool label, the pool's
+/// series move to that label (one pool is published under one label). A pool name whose pool
+/// was closed or dropped can be given to a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
 /// handle is dropped; see [`crate::pool`].
 #[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
 pub fn setup_database_monitoring<P: MonitoredPool>(
@@ -41,6 +42,24 @@ impl DatabaseMetrics {
     }
 }
 
+impl DatabaseMetrics {
+    /// Series for the pool label `name` of this service without a poller (no gauges are
+    /// set) and outside the registry: what a tracked pool records into when its pool cannot be
+    /// monitored (no Tokio runtime, or `name` labels another open pool of the service).
+    pub(crate) fn without_poller(&self, name: &str) -> DatabaseMetrics {
+        let metrics = DatabaseMetrics::from_parts(Parts {
+            catalog: self.catalog().clone(),
+            pool_name: Some(intern(name)),
+            poll_interval: self.poll_interval(),
+            slow_query_threshold: None,
+            label_limit: 0,
+            recorder: None,
+        });
+        let _series = metrics.pool_series();
+        metrics
+    }
+}
+
 /// Options of [`setup_database_monitoring`].
 #[derive(Debug)]
 #[must_use = "call .build() to start monitoring"]
@@ -50,6 +69,7 @@ pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
     pool_name: String,
     poll_interval: Duration,
     slow_query_threshold: Option<Duration>,
+    label_limit: usize,
 }
 
 impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
@@ -60,6 +80,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
             pool_name: DatabaseMetrics::DEFAULT_POOL_NAME.to_owned(),
             poll_interval: DatabaseMetrics::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(DatabaseMetrics::DEFAULT_SLOW_QUERY_THRESHOLD),
+            label_limit: DatabaseMetrics::DEFAULT_LABEL_LIMIT,
         }
     }
 
@@ -80,6 +101,18 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// text); `None` turns the log off. Default 1 s.
     pub fn slow_query_threshold(mut self, threshold: Option<Duration>) -> Self {
         self.slow_query_threshold = threshold;
+        self
+    }
+
+    /// How many distinct names given at run time this service admits as label values, of each
+    /// kind: tables (tracker, middleware), transaction names (`track_transaction`,
+    /// `transaction::run`), and function names (middleware methods). Default
+    /// [`DatabaseMetrics::DEFAULT_LABEL_LIMIT`] (1000). Further names record under
+    /// `table="_overflow"` (`transaction="_overflow"`), with one warning (target `dbmetrics`), and
+    /// every call is still counted once; series and memory stay bounded. Names written in
+    /// attributes (`#[track_query(select, "content")]`) are bounded by the code and never capped.
+    pub fn label_limit(mut self, limit: usize) -> Self {
+        self.label_limit = limit;
         self
     }
 
@@ -114,20 +147,24 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
             }
             registry::Found::Nothing => {}
         }
+        // One pool is published under one label (two would count its connections twice in
+        // every sum): a pool this service already monitors moves to the name given now.
+        if let Some(metrics) = active.relabel(&self.service, &pool, &self.pool_name) {
+            return Ok(metrics);
+        }
 
-        catalog.describe();
         // Pool names are few and live as long as the process's metrics; a static str keeps
         // the recording path free of reference counting.
-        let pool_name: &'static str = intern(&self.pool_name);
-        let pool_series = PoolSeries::new(&catalog, pool_name);
         let metrics = DatabaseMetrics::from_parts(Parts {
             catalog,
-            pool_name,
+            pool_name: Some(intern(&self.pool_name)),
             poll_interval: self.poll_interval,
             slow_query_threshold: self.slow_query_threshold,
-            pool_series: Some(pool_series),
+            label_limit: self.label_limit,
             recorder: None,
         });
+        // Describes the catalog and registers the pool series, so that they render at once.
+        let _series = metrics.pool_series();
         metrics.spawn_poller(&runtime, &pool);
         active.register(self.service, self.pool_name, &pool, &metrics);
         Ok(metrics)

@@ -2,17 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::epoch::{self, EPOCHS};
 use super::series::SiteHandles;
 use super::site_cache::SiteCache;
 use crate::catalog::{Catalog, MetricInfo};
 use crate::error::Error;
 use crate::pool::{MonitoredPool, PoolSeries, spawn_poller};
-use crate::record::{QueryMetrics, Sample};
+use crate::record::{LabelBudget, QueryMetrics, Sample};
 use crate::slow_log::SlowLog;
 
 /// The metrics of one service (and, when set up with a pool, of that pool).
@@ -29,14 +30,15 @@ pub struct DatabaseMetrics {
 
 pub(super) struct Inner {
     catalog: Catalog,
-    pool_name: &'static str,
     poll_interval: Duration,
     slow_query_threshold: Option<Duration>,
-    sites: SiteCache,
     slow_log: SlowLog,
-    /// Handles of sites recording under more than one table (see `Inner::other_table`).
-    other_tables: Mutex<Vec<(u32, &'static str, Arc<SiteHandles>)>>,
-    pool_series: Option<Arc<PoolSeries>>,
+    /// The handles of each recorder epoch (see [`epoch`]).
+    epochs: [EpochHandles; EPOCHS],
+    /// The monitored pool's label and series; `None` for metrics without a pool.
+    pool: Option<RwLock<PoolLabel>>,
+    /// The bound on names given at run time.
+    budget: LabelBudget,
     /// Never sent on: dropped with the last handle, which stops the poller at once. Its
     /// receiver count says whether a poller runs.
     stop: watch::Sender<()>,
@@ -45,13 +47,40 @@ pub(super) struct Inner {
     recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
+/// The handles resolved while one recorder epoch was current.
+struct EpochHandles {
+    /// The catalog was described to this epoch's recorder.
+    described: OnceLock<()>,
+    sites: SiteCache,
+    /// Handles of sites recording under more than one table (see `Inner::other_table`).
+    other_tables: Mutex<Vec<(u32, &'static str, Arc<SiteHandles>)>>,
+}
+
+impl EpochHandles {
+    fn new() -> Self {
+        Self {
+            described: OnceLock::new(),
+            sites: SiteCache::new(),
+            other_tables: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// The label a monitored pool is published under, and its series for the current epoch and
+/// label (made again when either changes).
+struct PoolLabel {
+    name: &'static str,
+    series: Option<Arc<PoolSeries>>,
+}
+
 /// What a [`DatabaseMetrics`] is made of; see [`DatabaseMetrics::from_parts`].
 pub(super) struct Parts {
     pub(super) catalog: Catalog,
-    pub(super) pool_name: &'static str,
+    /// The pool label, for metrics that monitor a pool.
+    pub(super) pool_name: Option<&'static str>,
     pub(super) poll_interval: Duration,
     pub(super) slow_query_threshold: Option<Duration>,
-    pub(super) pool_series: Option<Arc<PoolSeries>>,
+    pub(super) label_limit: usize,
     pub(super) recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
@@ -59,7 +88,7 @@ impl fmt::Debug for DatabaseMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseMetrics")
             .field("service", &self.service())
-            .field("pool", &self.inner.pool_name)
+            .field("pool", &self.pool_name())
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +101,10 @@ impl DatabaseMetrics {
     /// Tracked calls at least this slow are logged (`WARN`, target `dbmetrics::slow_query`) by
     /// default.
     pub const DEFAULT_SLOW_QUERY_THRESHOLD: Duration = Duration::from_secs(1);
+    /// How many distinct tables (and, apart, transaction names and function names) given at
+    /// run time one service admits as label values by default; see
+    /// [`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit).
+    pub const DEFAULT_LABEL_LIMIT: usize = 1000;
 
     /// Query and transaction metrics for `service` without any pool (no poller, no runtime
     /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
@@ -97,31 +130,32 @@ impl DatabaseMetrics {
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
     ) -> Result<Self, Error> {
         let catalog = Catalog::new(service)?;
-        match &recorder {
-            Some(recorder) => metrics::with_local_recorder(&**recorder, || catalog.describe()),
-            None => catalog.describe(),
-        }
-        Ok(Self::from_parts(Parts {
+        let metrics = Self::from_parts(Parts {
             catalog,
-            pool_name: Self::DEFAULT_POOL_NAME,
+            pool_name: None,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(Self::DEFAULT_SLOW_QUERY_THRESHOLD),
-            pool_series: None,
+            label_limit: Self::DEFAULT_LABEL_LIMIT,
             recorder,
-        }))
+        });
+        metrics.inner.describe(epoch::current());
+        Ok(metrics)
     }
 
     pub(super) fn from_parts(parts: Parts) -> Self {
+        // The first tracked call should not pay for the clock's calibration.
+        crate::record::clock::calibrate();
         Self {
             inner: Arc::new(Inner {
                 catalog: parts.catalog,
-                pool_name: parts.pool_name,
                 poll_interval: parts.poll_interval,
                 slow_query_threshold: parts.slow_query_threshold,
-                sites: SiteCache::new(),
                 slow_log: SlowLog::new(),
-                other_tables: Mutex::new(Vec::new()),
-                pool_series: parts.pool_series,
+                epochs: [EpochHandles::new(), EpochHandles::new()],
+                pool: parts
+                    .pool_name
+                    .map(|name| RwLock::new(PoolLabel { name, series: None })),
+                budget: LabelBudget::new(parts.label_limit),
                 stop: watch::Sender::new(()),
                 recorder: parts.recorder,
             }),
@@ -136,21 +170,28 @@ impl DatabaseMetrics {
         Arc::downgrade(&self.inner)
     }
 
-    /// Starts the poller of `pool` on `runtime` (the pool must be this handle's pool).
+    /// Starts the poller of `pool` on `runtime` (the pool must be this handle's pool). It
+    /// holds this handle weakly: it reads the pool's current series on every tick.
     pub(super) fn spawn_poller<P: MonitoredPool>(
         &self,
         runtime: &tokio::runtime::Handle,
         pool: &P,
     ) {
-        if let Some(series) = &self.inner.pool_series {
-            spawn_poller(
-                runtime,
-                pool,
-                series.clone(),
-                self.inner.stop.subscribe(),
-                self.inner.poll_interval,
-            );
+        if self.inner.pool.is_none() {
+            return;
         }
+        let weak = self.downgrade();
+        let series = move || {
+            weak.upgrade()
+                .and_then(|inner| DatabaseMetrics { inner }.pool_series())
+        };
+        spawn_poller(
+            runtime,
+            pool,
+            series,
+            self.inner.stop.subscribe(),
+            self.inner.poll_interval,
+        );
     }
 
     /// Whether a poller runs for this handle's pool.
@@ -163,14 +204,38 @@ impl DatabaseMetrics {
         self.inner.catalog.service()
     }
 
-    /// The `pool` label of this handle's pool metrics.
+    /// The `pool` label of this handle's pool metrics (`"default"` for metrics without a
+    /// pool).
     pub fn pool_name(&self) -> &str {
-        self.inner.pool_name
+        self.pool_label()
     }
 
     /// The `pool` label, for series that outlive a borrow of this handle.
     pub(crate) fn pool_label(&self) -> &'static str {
-        self.inner.pool_name
+        match &self.inner.pool {
+            Some(label) => label.read().unwrap_or_else(PoisonError::into_inner).name,
+            None => Self::DEFAULT_POOL_NAME,
+        }
+    }
+
+    /// Publishes the monitored pool under `name` from now on: its gauges under the old label
+    /// drop to 0 and its counters there stop; every series continues under `name`. The caller
+    /// has checked that no other pool of the service uses `name`.
+    pub(super) fn relabel(&self, name: &'static str) {
+        let Some(lock) = &self.inner.pool else {
+            return;
+        };
+        let mut label = lock.write().unwrap_or_else(PoisonError::into_inner);
+        if label.name == name {
+            return;
+        }
+        if let Some(old) = label.series.take() {
+            old.gauges.set_closed();
+        }
+        label.name = name;
+        drop(label);
+        // Registered at once, so that the new label renders before the poller's next tick.
+        let _series = self.pool_series();
     }
 
     /// How often the pool poller reads the pool status
@@ -196,9 +261,26 @@ impl DatabaseMetrics {
         &self.inner.catalog
     }
 
-    /// The series of this handle's pool label, when it monitors a pool.
-    pub(crate) fn pool_series(&self) -> Option<&Arc<PoolSeries>> {
-        self.inner.pool_series.as_ref()
+    /// The series of this handle's pool label in the current recorder epoch, when it monitors
+    /// a pool (registered on first use in each epoch and after a relabel).
+    pub(crate) fn pool_series(&self) -> Option<Arc<PoolSeries>> {
+        let lock = self.inner.pool.as_ref()?;
+        let epoch = epoch::current();
+        if let Some(series) = &lock.read().unwrap_or_else(PoisonError::into_inner).series
+            && series.epoch == epoch
+        {
+            return Some(series.clone());
+        }
+        let mut label = lock.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = &label.series
+            && series.epoch == epoch
+        {
+            return Some(series.clone());
+        }
+        self.inner.describe(epoch);
+        let series = PoolSeries::new(&self.inner.catalog, label.name, epoch);
+        label.series = Some(series.clone());
+        Some(series)
     }
 
     /// The body of one pool-poller tick: reads the pool's status and sets the five pool
@@ -208,8 +290,8 @@ impl DatabaseMetrics {
     #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub fn __poll_tick<P: MonitoredPool>(&self, pool: &P) {
-        if let Some(series) = &self.inner.pool_series {
-            crate::pool::poll_tick(pool, series);
+        if let Some(series) = self.pool_series() {
+            crate::pool::poll_tick(pool, &series);
         }
     }
 }
@@ -218,6 +300,11 @@ impl QueryMetrics for DatabaseMetrics {
     #[inline]
     fn record(&self, sample: &Sample) {
         self.inner.record(sample)
+    }
+
+    #[inline]
+    fn label_budget(&self) -> Option<&LabelBudget> {
+        Some(&self.inner.budget)
     }
 }
 
@@ -234,11 +321,30 @@ impl Inner {
         }
     }
 
+    /// Describes the catalog to the recorder of `epoch`, once.
+    fn describe(&self, epoch: usize) {
+        self.epochs[epoch]
+            .described
+            .get_or_init(|| match &self.recorder {
+                Some(recorder) => {
+                    metrics::with_local_recorder(&**recorder, || self.catalog.describe())
+                }
+                None => self.catalog.describe(),
+            });
+    }
+
+    #[cold]
+    fn new_site(&self, epoch: usize, sample: &Sample) -> SiteHandles {
+        self.describe(epoch);
+        SiteHandles::new(&self.catalog, sample)
+    }
+
     #[inline]
     fn record_sample(&self, sample: &Sample) {
-        match self
+        let epoch = epoch::current();
+        match self.epochs[epoch]
             .sites
-            .get_or_init(sample.site.id(), || SiteHandles::new(&self.catalog, sample))
+            .get_or_init(sample.site.id(), || self.new_site(epoch, sample))
         {
             Some(handles)
                 if std::ptr::eq(handles.table, sample.table) || handles.table == sample.table =>
@@ -247,9 +353,9 @@ impl Inner {
             }
             // One site, another table: a trait's default method or a generic impl whose `Self`
             // types have different default tables.
-            Some(_) => self.other_table(sample).record(sample),
+            Some(_) => self.other_table(epoch, sample).record(sample),
             // More distinct sites than the cache holds: register per call (allocates, still correct).
-            None => SiteHandles::new(&self.catalog, sample).record(sample),
+            None => self.new_site(epoch, sample).record(sample),
         }
         if let Some(threshold) = self.slow_query_threshold
             && sample.elapsed >= threshold
@@ -259,8 +365,8 @@ impl Inner {
     }
 
     #[cold]
-    fn other_table(&self, sample: &Sample) -> Arc<SiteHandles> {
-        let mut others = self
+    fn other_table(&self, epoch: usize, sample: &Sample) -> Arc<SiteHandles> {
+        let mut others = self.epochs[epoch]
             .other_tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -271,7 +377,7 @@ impl Inner {
         {
             return handles.clone();
         }
-        let handles = Arc::new(SiteHandles::new(&self.catalog, sample));
+        let handles = Arc::new(self.new_site(epoch, sample));
         others.push((id, sample.table, handles.clone()));
         handles
     }

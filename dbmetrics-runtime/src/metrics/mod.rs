@@ -2,6 +2,7 @@
 //! monitored pools and the series handles a call site records into.
 
 mod builder;
+mod epoch;
 mod handle;
 mod registry;
 mod series;
@@ -10,5 +11,6 @@ mod site_cache;
 pub use builder::{DatabaseMetricsBuilder, setup_database_monitoring};
 pub use handle::DatabaseMetrics;
 
-pub(crate) use registry::monitor_of;
+#[cfg(feature = "exporter")]
+pub(crate) use epoch::recorder_installed;
 pub(crate) use series::{register_counter, register_gauge, register_histogram};

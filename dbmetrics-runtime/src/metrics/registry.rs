@@ -16,16 +16,6 @@ pub(super) fn lock() -> MutexGuard<'static, Registry> {
     registry
 }
 
-/// The metrics already monitoring `pool` for `service`, under whatever pool label.
-pub(crate) fn monitor_of<P: MonitoredPool>(service: &str, pool: &P) -> Option<DatabaseMetrics> {
-    lock()
-        .0
-        .iter()
-        .filter(|r| r.service == service && r.is_for(pool))
-        .find_map(|r| r.metrics.upgrade())
-        .map(DatabaseMetrics::from_inner)
-}
-
 pub(super) struct Registry(Vec<Registration>);
 
 /// What [`Registry::find`] found under a (service, pool label).
@@ -53,6 +43,50 @@ impl Registry {
             Some(inner) => Found::Same(DatabaseMetrics::from_inner(inner)),
             None => Found::Nothing,
         }
+    }
+
+    /// When `service` monitors `pool` under another label than `name`, and no other open pool
+    /// of the service uses `name`: moves it to `name` and returns its handle. When `name` is
+    /// taken by another pool, logs why the pool keeps its label and returns its handle.
+    pub(super) fn relabel<P: MonitoredPool>(
+        &mut self,
+        service: &str,
+        pool: &P,
+        name: &str,
+    ) -> Option<DatabaseMetrics> {
+        let taken = self
+            .0
+            .iter()
+            .any(|r| r.service == service && r.pool_name == name && !r.is_for(pool));
+        let registration = self
+            .0
+            .iter_mut()
+            .find(|r| r.service == service && r.is_for(pool))?;
+        let metrics = DatabaseMetrics::from_inner(registration.metrics.upgrade()?);
+        if registration.pool_name == name {
+            return Some(metrics);
+        }
+        if taken {
+            tracing::error!(
+                target: "dbmetrics",
+                service,
+                pool = %registration.pool_name,
+                requested = name,
+                "this pool keeps its pool label: the requested one already labels another open \
+                 pool of this service; give one of the two pools another name"
+            );
+            return Some(metrics);
+        }
+        tracing::info!(
+            target: "dbmetrics",
+            service,
+            from = %registration.pool_name,
+            to = name,
+            "pool label changed: this pool's series continue under the new label"
+        );
+        metrics.relabel(crate::intern::intern(name));
+        registration.pool_name = name.to_owned();
+        Some(metrics)
     }
 
     pub(super) fn register<P: MonitoredPool>(

@@ -10,19 +10,24 @@ use super::{MonitoredPool, PoolSeries};
 
 /// Sets the gauges from `pool` now, then spawns the task that keeps them current until the
 /// pool is closed (gauges set to 0) or `stop` (the metrics' sender) is dropped (gauges keep
-/// their last values). Spawns nothing for a pool that is already closed.
+/// their last values). Spawns nothing for a pool that is already closed. `series` gives the
+/// pool label's current series on every tick (they change when the label or the recorder
+/// does); `None` once the metrics are gone.
 pub(crate) fn spawn_poller<P: MonitoredPool>(
     runtime: &tokio::runtime::Handle,
     pool: &P,
-    series: Arc<PoolSeries>,
+    series: impl Fn() -> Option<Arc<PoolSeries>> + Send + 'static,
     mut stop: watch::Receiver<()>,
     interval: Duration,
 ) {
-    let Some(status) = pool.status() else {
-        series.gauges.set_closed();
+    let Some(current) = series() else {
         return;
     };
-    series.gauges.set(status, 0);
+    let Some(status) = pool.status() else {
+        current.gauges.set_closed();
+        return;
+    };
+    current.gauges.set(status, 0);
     let weak_pool = pool.downgrade();
     runtime.spawn(async move {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -35,10 +40,13 @@ pub(crate) fn spawn_poller<P: MonitoredPool>(
                 _ = stop.changed() => return,
                 _ = ticker.tick() => {}
             }
+            let Some(current) = series() else {
+                return;
+            };
             match P::upgrade(&weak_pool).and_then(|pool| pool.status()) {
-                Some(status) => series.gauges.set(status, 0),
+                Some(status) => current.gauges.set(status, 0),
                 None => {
-                    series.gauges.set_closed();
+                    current.gauges.set_closed();
                     return;
                 }
             }

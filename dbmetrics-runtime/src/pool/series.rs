@@ -9,16 +9,19 @@ use super::{PoolStatus, TimeoutStage};
 use crate::catalog::{Catalog, Metric};
 use crate::metrics::{register_counter, register_gauge, register_histogram};
 
-/// Every series of one pool label.
+/// Every series of one pool label, registered with the recorder of one epoch.
 pub(crate) struct PoolSeries {
+    /// The recorder epoch the handles were registered in.
+    pub(crate) epoch: usize,
     pub(crate) gauges: PoolGauges,
     pub(crate) checkouts: Arc<Checkouts>,
 }
 
 impl PoolSeries {
-    /// Registers every series of `pool`.
-    pub(crate) fn new(catalog: &Catalog, pool: &'static str) -> Arc<Self> {
+    /// Registers every series of `pool` with the current recorder (of `epoch`).
+    pub(crate) fn new(catalog: &Catalog, pool: &'static str, epoch: usize) -> Arc<Self> {
         Arc::new(Self {
+            epoch,
             gauges: PoolGauges::new(catalog, pool),
             checkouts: Checkouts::new(catalog, pool),
         })

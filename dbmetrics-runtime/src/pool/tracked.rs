@@ -7,8 +7,7 @@ use std::time::Instant;
 use super::series::Checkouts;
 use super::{MonitoredPool, PoolStatus};
 use crate::drivers::DefaultPool;
-use crate::intern::intern;
-use crate::metrics::{DatabaseMetrics, monitor_of};
+use crate::metrics::DatabaseMetrics;
 
 /// A pool whose checkouts are counted and timed under a `pool` label.
 ///
@@ -28,9 +27,11 @@ use crate::metrics::{DatabaseMetrics, monitor_of};
 /// equals `acquired_total`.
 ///
 /// The pool label also gets the five gauges: enhancing the pool that the metrics already
-/// monitor under the same label shares that poller; any other label starts a poller of its
-/// own (like [`crate::DatabaseMetricsBuilder::build`] with `.pool_name(name)`, same interval),
-/// which lives as long as this tracked pool's clones or the pool. Cheap to clone.
+/// monitor shares that poller, and when `name` differs from the label it was set up with, the
+/// pool's series move to `name` (one pool is published under one label; the old label's gauges
+/// drop to 0). Another pool starts a poller of its own (like
+/// [`crate::DatabaseMetricsBuilder::build`] with `.pool_name(name)`, same interval), which
+/// lives as long as this tracked pool's clones or the pool. Cheap to clone.
 ///
 /// ```no_run
 /// # extern crate dbmetrics_runtime as dbmetrics;
@@ -50,16 +51,15 @@ use crate::metrics::{DatabaseMetrics, monitor_of};
 #[derive(Clone)]
 pub struct TrackedPool<P: MonitoredPool = DefaultPool> {
     pool: P,
-    name: &'static str,
-    checkouts: Arc<Checkouts>,
-    // The metrics of this pool label: keeps its poller running while the pool is used.
-    _monitor: Option<DatabaseMetrics>,
+    // The metrics of this pool label: its series, and its poller kept running while the pool
+    // is used.
+    monitor: DatabaseMetrics,
 }
 
 impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrackedPool")
-            .field("pool", &self.name)
+            .field("pool", &self.monitor.pool_name())
             .field("status", &self.pool.status())
             .finish()
     }
@@ -67,45 +67,15 @@ impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
 
 impl<P: MonitoredPool> TrackedPool<P> {
     pub(crate) fn new(pool: P, metrics: &DatabaseMetrics, name: &str) -> Self {
-        // One pool is published under one label: a pool this service already monitors keeps
-        // its label (two labels would count its connections twice in every sum).
-        if let Some(existing) = monitor_of(metrics.service(), &pool)
-            && existing.pool_name() != name
-            && let Some(series) = existing.pool_series()
-        {
-            tracing::warn!(
-                target: "dbmetrics",
-                service = metrics.service(),
-                requested = name,
-                pool = existing.pool_name(),
-                "this pool is already monitored under another pool label; its checkouts are \
-                 counted under that label too"
-            );
-            return Self {
-                pool,
-                name: existing.pool_label(),
-                checkouts: series.checkouts.clone(),
-                _monitor: Some(existing.clone()),
-            };
-        }
         // The registry of monitored pools answers: the metrics' own (label, pool) gives back
-        // the same handle and poller; a new label starts a poller.
+        // the same handle and poller; the same pool under another label moves to `name` (one
+        // pool, one label); a new pool starts a poller.
         let monitor = DatabaseMetrics::builder(&pool, metrics.service())
             .pool_name(name)
             .poll_interval(metrics.poll_interval())
             .slow_query_threshold(None)
-            .build();
-        match monitor {
-            Ok(monitor) => match monitor.pool_series().map(|s| s.checkouts.clone()) {
-                Some(checkouts) => Self {
-                    pool,
-                    name: monitor.pool_label(),
-                    checkouts,
-                    _monitor: Some(monitor),
-                },
-                None => Self::without_gauges(pool, metrics, name),
-            },
-            Err(error) => {
+            .build()
+            .unwrap_or_else(|error| {
                 tracing::warn!(
                     target: "dbmetrics",
                     service = metrics.service(),
@@ -113,19 +83,9 @@ impl<P: MonitoredPool> TrackedPool<P> {
                     %error,
                     "no pool gauges for this tracked pool; its checkouts are still counted"
                 );
-                Self::without_gauges(pool, metrics, name)
-            }
-        }
-    }
-
-    fn without_gauges(pool: P, metrics: &DatabaseMetrics, name: &str) -> Self {
-        let name = intern(name);
-        Self {
-            pool,
-            name,
-            checkouts: Checkouts::new(metrics.catalog(), name),
-            _monitor: None,
-        }
+                metrics.without_poller(name)
+            });
+        Self { pool, monitor }
     }
 
     /// Checks a connection out of the pool, counting and timing it.
@@ -137,6 +97,19 @@ impl<P: MonitoredPool> TrackedPool<P> {
     /// The pool's own error, unchanged; a timeout is counted under its stage first.
     pub async fn get(&self) -> Result<TrackedConnection<P>, P::Error> {
         let start = Instant::now();
+        let series = self.monitor.pool_series();
+        let Some(checkouts) = series.as_ref().map(|s| &s.checkouts) else {
+            // Not reached: a tracked pool's metrics always monitor a pool label.
+            return self
+                .pool
+                .checkout()
+                .await
+                .map(|connection| TrackedConnection {
+                    connection,
+                    checkouts: None,
+                    acquired_at: Instant::now(),
+                });
+        };
         match self.pool.checkout().await {
             // No await from here on: the count and the guard that undoes it appear together.
             Ok(connection) => {
@@ -144,21 +117,21 @@ impl<P: MonitoredPool> TrackedPool<P> {
                 let created = P::is_new(&connection);
                 let connection = TrackedConnection {
                     connection,
-                    checkouts: self.checkouts.clone(),
+                    checkouts: Some(checkouts.clone()),
                     acquired_at,
                 };
-                self.checkouts.acquired.increment(1);
-                self.checkouts
+                checkouts.acquired.increment(1);
+                checkouts
                     .wait
                     .record(acquired_at.duration_since(start).as_secs_f64());
                 if created {
-                    self.checkouts.created.increment(1);
+                    checkouts.created.increment(1);
                 }
                 Ok(connection)
             }
             Err(err) => {
                 if let Some(stage) = P::timeout_stage(&err) {
-                    self.checkouts.count_timeout(stage);
+                    checkouts.count_timeout(stage);
                 }
                 Err(err)
             }
@@ -172,7 +145,7 @@ impl<P: MonitoredPool> TrackedPool<P> {
 
     /// The `pool` label of this pool's metrics.
     pub fn name(&self) -> &str {
-        self.name
+        self.monitor.pool_name()
     }
 
     /// The pool's numbers now (`None` once it is closed).
@@ -188,7 +161,7 @@ impl<P: MonitoredPool> TrackedPool<P> {
 /// holding it is cancelled or panics.
 pub struct TrackedConnection<P: MonitoredPool = DefaultPool> {
     connection: P::Connection,
-    checkouts: Arc<Checkouts>,
+    checkouts: Option<Arc<Checkouts>>,
     acquired_at: Instant,
 }
 
@@ -216,9 +189,11 @@ impl<P: MonitoredPool> DerefMut for TrackedConnection<P> {
 
 impl<P: MonitoredPool> Drop for TrackedConnection<P> {
     fn drop(&mut self) {
-        self.checkouts.released.increment(1);
-        self.checkouts
-            .use_time
-            .record(self.acquired_at.elapsed().as_secs_f64());
+        if let Some(checkouts) = &self.checkouts {
+            checkouts.released.increment(1);
+            checkouts
+                .use_time
+                .record(self.acquired_at.elapsed().as_secs_f64());
+        }
     }
 }

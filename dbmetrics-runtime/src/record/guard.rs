@@ -4,20 +4,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
+use super::clock;
 use super::{CallSite, Outcome, QueryMetrics, Sample};
 
 /// Records one tracked call when finished, dropped (`cancelled`) or unwound (`panic`).
 ///
-/// Created by the code the macros generate and by the tracker; the hot path is two clock reads
-/// and the recorder's atomic updates.
+/// Created by the code the macros generate and by the tracker; the hot path is two reads of
+/// the TSC clock and the recorder's atomic updates.
 #[must_use = "a CallGuard records when it is finished or dropped"]
 pub struct CallGuard<M: QueryMetrics> {
     metrics: M,
     site: &'static CallSite,
     table: &'static str,
-    start: Instant,
+    /// A raw reading of [`clock`].
+    start: u64,
     armed: bool,
     /// Set while the tracked body runs (is polled): a panic then is the call's own panic; a
     /// guard dropped while some other code unwinds is a cancelled call.
@@ -42,7 +43,7 @@ impl<M: QueryMetrics> CallGuard<M> {
             metrics,
             site,
             table,
-            start: Instant::now(),
+            start: clock::now(),
             armed: true,
             in_body: AtomicBool::new(false),
         }
@@ -79,7 +80,7 @@ impl<M: QueryMetrics> CallGuard<M> {
             site: self.site,
             table: self.table,
             outcome,
-            elapsed: self.start.elapsed(),
+            elapsed: clock::elapsed_since(self.start),
         };
         self.metrics.record(&sample);
     }

@@ -2,11 +2,17 @@
 //! [`Sample`] a [`QueryMetrics`] receives, and the guard the macros expand into.
 
 pub mod autoref;
+mod budget;
+pub(crate) mod clock;
 mod guard;
 mod outcome;
 mod sample;
 pub(crate) mod site;
 
+pub use budget::LabelBudget;
+pub(crate) use budget::NameKind;
+#[cfg(test)]
+pub(crate) use budget::OVERFLOW;
 pub use dbmetrics_labels::{Operation, UnknownOperation};
 pub use guard::{Body, CallGuard};
 pub use outcome::Outcome;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dbmetrics_labels::Operation;
 
-use super::{CallSite, Outcome};
+use super::{CallSite, LabelBudget, Outcome};
 
 /// One finished tracked call, as a [`QueryMetrics`] implementation receives it.
 #[derive(Clone, Copy, Debug)]
@@ -47,25 +47,45 @@ impl Sample {
 pub trait QueryMetrics: Send + Sync {
     /// Records one finished call.
     fn record(&self, sample: &Sample);
+
+    /// The bound on names given at run time (tracker tables, transaction names) of this sink;
+    /// `None`: unbounded. `DatabaseMetrics` has one (its `label_limit`).
+    #[doc(hidden)]
+    fn label_budget(&self) -> Option<&LabelBudget> {
+        None
+    }
+}
+
+macro_rules! forward {
+    ($($ptr:ident)::+) => {
+        impl<T: QueryMetrics + ?Sized> QueryMetrics for $($ptr)::+<T> {
+            #[inline]
+            fn record(&self, sample: &Sample) {
+                (**self).record(sample)
+            }
+
+            #[inline]
+            fn label_budget(&self) -> Option<&LabelBudget> {
+                (**self).label_budget()
+            }
+        }
+    };
 }
 
 impl<T: QueryMetrics + ?Sized> QueryMetrics for &T {
+    #[inline]
     fn record(&self, sample: &Sample) {
         (**self).record(sample)
+    }
+
+    #[inline]
+    fn label_budget(&self) -> Option<&LabelBudget> {
+        (**self).label_budget()
     }
 }
 
-impl<T: QueryMetrics + ?Sized> QueryMetrics for Arc<T> {
-    fn record(&self, sample: &Sample) {
-        (**self).record(sample)
-    }
-}
-
-impl<T: QueryMetrics + ?Sized> QueryMetrics for Box<T> {
-    fn record(&self, sample: &Sample) {
-        (**self).record(sample)
-    }
-}
+forward!(Arc);
+forward!(Box);
 
 /// A [`QueryMetrics`] that records nothing: build a repository without any metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

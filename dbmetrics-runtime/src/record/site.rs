@@ -93,11 +93,17 @@ impl CallSite {
     }
 
     /// A process-unique, small, dense number for this site, assigned on first use.
+    #[inline]
     pub fn id(&self) -> u32 {
         let id = self.id.load(Ordering::Relaxed);
         if id != 0 {
             return id;
         }
+        self.assign_id()
+    }
+
+    #[cold]
+    fn assign_id(&self) -> u32 {
         let fresh = NEXT_SITE_ID.fetch_add(1, Ordering::Relaxed);
         match self
             .id
