@@ -40,6 +40,15 @@ macro_rules! operations {
                 }
             }
 
+            /// The operation whose label is `label`, if any.
+            #[inline]
+            pub fn from_label(label: &str) -> Option<Operation> {
+                match label {
+                    $($label => Some(Operation::$variant),)+
+                    _ => None,
+                }
+            }
+
             /// The SQL keyword OpenTelemetry calls `db.operation.name` (`"SELECT"`, ...).
             pub const fn sql_keyword(self) -> &'static str {
                 match self {
@@ -75,11 +84,6 @@ impl Operation {
     /// Every label value, comma separated: `"select, insert, ..., other"` (for messages).
     pub fn list() -> String {
         Operation::ALL.map(Operation::as_str).join(", ")
-    }
-
-    /// The operation whose label is `label`, if any.
-    pub fn from_label(label: &str) -> Option<Operation> {
-        Operation::ALL.into_iter().find(|op| op.as_str() == label)
     }
 }
 

@@ -74,24 +74,28 @@ pub trait AsOperation {
 }
 
 impl AsOperation for Operation {
+    #[inline]
     fn as_operation(&self) -> Result<Operation, &str> {
         Ok(*self)
     }
 }
 
 impl AsOperation for str {
+    #[inline]
     fn as_operation(&self) -> Result<Operation, &str> {
-        self.parse().map_err(|_| self)
+        Operation::from_label(self).ok_or(self)
     }
 }
 
 impl AsOperation for String {
+    #[inline]
     fn as_operation(&self) -> Result<Operation, &str> {
         self.as_str().as_operation()
     }
 }
 
 impl<T: AsOperation + ?Sized> AsOperation for &T {
+    #[inline]
     fn as_operation(&self) -> Result<Operation, &str> {
         (**self).as_operation()
     }
@@ -146,28 +150,31 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
     }
 
     /// Runs `future` as one query of `operation` on `table` and returns its output unchanged.
-    pub async fn track_query<F>(
+    ///
+    /// The call is timed from the first poll of the returned future, as an `async fn` would be.
+    pub fn track_query<F>(
         &self,
         operation: impl AsOperation,
         table: &str,
         future: F,
-    ) -> F::Output
+    ) -> impl Future<Output = F::Output>
     where
         F: Future,
         F::Output: TrackOutcome,
     {
+        // Resolved now, so that the returned future is one state machine, not two.
         let site = query_site(&self.metrics, &operation, table, "track_query");
-        track(&self.metrics, site, future).await
+        track(&self.metrics, site, future)
     }
 
     /// Runs `future` as one transaction called `name` and returns its output unchanged.
-    pub async fn track_transaction<F>(&self, name: &str, future: F) -> F::Output
+    pub fn track_transaction<F>(&self, name: &str, future: F) -> impl Future<Output = F::Output>
     where
         F: Future,
         F::Output: TrackOutcome,
     {
         let site = sites::transaction_site(self.metrics.label_budget(), name);
-        track(&self.metrics, site, future).await
+        track(&self.metrics, site, future)
     }
 }
 
@@ -227,19 +234,19 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
 
     /// Runs `future` (the body of repository method `method`) as one `operation` on `table`;
     /// `method` names the call in the slow-query log, never in a label.
-    pub async fn repository_method_tracker<F>(
+    pub fn repository_method_tracker<F>(
         &self,
         operation: impl AsOperation,
         table: &str,
         method: &str,
         future: F,
-    ) -> F::Output
+    ) -> impl Future<Output = F::Output>
     where
         F: Future,
         F::Output: TrackOutcome,
     {
         let site = query_site(&self.metrics, &operation, table, method);
-        track(&self.metrics, site, future).await
+        track(&self.metrics, site, future)
     }
 
     /// The pool the repositories use.
@@ -257,7 +264,7 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
 #[inline]
 fn query_site<M: QueryMetrics + ?Sized>(
     metrics: &M,
-    operation: &dyn AsOperation,
+    operation: &impl AsOperation,
     table: &str,
     function: &str,
 ) -> &'static CallSite {
