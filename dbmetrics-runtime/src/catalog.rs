@@ -16,6 +16,8 @@
 //! | `{service}_database_connection_wait_seconds` | histogram | pool | time to acquire a connection |
 //! | `{service}_database_connection_use_seconds` | histogram | pool | time a connection was held |
 //! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` (deadpool `TimeoutType`) |
+//! | `{service}_database_connections_discarded_total` | counter | pool, reason | connections a cancelled or panicking call left, closed instead of returned: `busy` (still running a statement), `broken`, `no_runtime` |
+//! | `{service}_database_queries_cancelled_on_server_total` | counter | pool | statements stopped on the server by a cancel request after their call was cancelled |
 //! | `{service}_database_query_duration_seconds` | histogram | operation, table, result | one tracked query |
 //! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
 //! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
@@ -82,6 +84,10 @@ pub(crate) enum Metric {
     ConnectionUse,
     /// `{service}_database_connection_timeouts_total`
     ConnectionTimeouts,
+    /// `{service}_database_connections_discarded_total`
+    ConnectionsDiscarded,
+    /// `{service}_database_queries_cancelled_on_server_total`
+    QueriesCancelledOnServer,
     /// `{service}_database_query_duration_seconds`
     QueryDuration,
     /// `{service}_database_transaction_duration_seconds`
@@ -103,7 +109,7 @@ struct Spec {
 const POOL: &[&str] = &["pool"];
 
 /// The catalog, in [`Metric`] order.
-const SPECS: [Spec; 15] = [
+const SPECS: [Spec; 17] = [
     Spec {
         suffix: "database_connections_active",
         kind: MetricKind::Gauge,
@@ -180,6 +186,20 @@ const SPECS: [Spec; 15] = [
         unit: Some(Unit::Count),
         labels: &["pool", "stage"],
         help: "Pool timeouts by stage: wait (no free slot), create (new connection), recycle (health check of an idle connection).",
+    },
+    Spec {
+        suffix: "database_connections_discarded_total",
+        kind: MetricKind::Counter,
+        unit: Some(Unit::Count),
+        labels: &["pool", "reason"],
+        help: "Connections of a tracked pool left by a cancelled or panicking call and closed instead of returned: busy (still running a statement; a cancel request was sent), broken (failed its check), no_runtime (no Tokio runtime to check it).",
+    },
+    Spec {
+        suffix: "database_queries_cancelled_on_server_total",
+        kind: MetricKind::Counter,
+        unit: Some(Unit::Count),
+        labels: POOL,
+        help: "Statements stopped on the server by a cancel request after their tracked call was cancelled or panicked (the connection answered again after the request).",
     },
     Spec {
         suffix: "database_query_duration_seconds",
@@ -333,7 +353,7 @@ mod tests {
             "content_service_database_query_duration_seconds"
         );
         let entries = catalog.entries();
-        assert_eq!(entries.len(), 15);
+        assert_eq!(entries.len(), 17);
         let errors = &entries["content_service_database_errors_total"];
         assert_eq!(errors.kind, MetricKind::Counter);
         assert_eq!(errors.labels, &["operation", "table", "error_type"]);

@@ -64,6 +64,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::classify::ClassifyError;
 use crate::record::QueryMetrics;
@@ -92,6 +94,26 @@ pub trait BeginTransaction {
 
     /// Opens a transaction (`BEGIN`, or `SAVEPOINT` inside one).
     fn begin(&mut self) -> impl Future<Output = Result<Self::Transaction<'_>, Self::Error>> + Send;
+
+    /// A flag that [`run`] raises when it is dropped (cancelled) or unwinds before it ended: a
+    /// [`TrackedConnection`] then checks itself when it is dropped, as if the call had owned it.
+    #[doc(hidden)]
+    fn unfinished_flag(&mut self) -> Option<Arc<AtomicBool>> {
+        None
+    }
+}
+
+/// Raises the client's unfinished flag when dropped armed: [`run`] ended neither way.
+struct UnfinishedGuard {
+    flag: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for UnfinishedGuard {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.flag {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// An open transaction: how [`run`] ends it.
@@ -155,25 +177,40 @@ where
     // `run`) never has to prove it through the closure's higher-ranked lifetimes.
     let site = sites::transaction_site(metrics.label_budget(), name);
     Box::pin(track(metrics, site, async move {
-        let mut tx = client.begin().await?;
-        match body(&mut tx).await {
-            Ok(value) => {
-                tx.commit().await?;
-                Ok(value)
-            }
-            Err(e) => {
-                if let Err(rollback) = tx.rollback().await {
-                    // The closure's error is the one that matters; the connection is likely
-                    // gone, and the server rolls back what it cannot finish.
-                    tracing::debug!(
-                        target: "dbmetrics",
-                        transaction = name,
-                        error_type = rollback.error_type(),
-                        "rollback after an error failed"
-                    );
-                }
-                Err(e)
-            }
-        }
+        let mut guard = UnfinishedGuard {
+            flag: client.unfinished_flag(),
+        };
+        let result = transact(client, name, body).await;
+        guard.flag = None;
+        result
     }))
+}
+
+/// `BEGIN`, the closure, then `COMMIT` or `ROLLBACK`.
+async fn transact<'a, C, F, T, E>(client: &'a mut C, name: &str, body: F) -> Result<T, E>
+where
+    C: BeginTransaction + Send + ?Sized,
+    F: for<'t> FnOnce(&'t mut C::Transaction<'a>) -> TransactionFuture<'t, T, E> + Send + 'a,
+    E: From<C::Error> + ClassifyError,
+{
+    let mut tx = client.begin().await?;
+    match body(&mut tx).await {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                // The closure's error is the one that matters; the connection is likely
+                // gone, and the server rolls back what it cannot finish.
+                tracing::debug!(
+                    target: "dbmetrics",
+                    transaction = name,
+                    error_type = rollback.error_type(),
+                    "rollback after an error failed"
+                );
+            }
+            Err(e)
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::pool::{PoolStatus, TimeoutStage};
+use crate::pool::{Cleanup, PoolStatus, TimeoutStage};
 
 /// The pool type that type parameters default to, so that code written for deadpool-postgres
 /// keeps compiling without naming it.
@@ -61,6 +61,13 @@ pub trait MonitoredPool: Clone + Send + Sync + 'static + sealed::Sealed {
     /// The stage of a checkout error that is a pool timeout.
     #[doc(hidden)]
     fn timeout_stage(error: &Self::Error) -> Option<TimeoutStage>;
+    /// Takes back a connection that a cancelled or panicking call left, which may still run a
+    /// statement: a driver that can check it passes it to [`Cleanup::start`] (see
+    /// `pool/cleanup.rs`); the default returns it to the pool as it is.
+    #[doc(hidden)]
+    fn release_unfinished(connection: Self::Connection, cleanup: Cleanup) {
+        drop((connection, cleanup));
+    }
 }
 
 /// A connection a health check holds, and where it came from.

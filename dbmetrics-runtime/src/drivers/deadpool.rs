@@ -10,9 +10,17 @@
 //! | `connections_overflow` | `waiting`: callers beyond the open connections (queued for a slot, or waiting while a new connection is opened for them) |
 //!
 //! A new connection is one that deadpool's `Object::metrics` says was never recycled.
+//!
+//! A connection left by a cancelled call is checked with `simple_query("")`, taken out of the
+//! pool with `Object::take` (which frees its slot) when busy, and its statement cancelled with
+//! tokio-postgres' `CancelToken::cancel_query(NoTls)`: the pool's TLS connector cannot be read
+//! back from deadpool, so with `sslmode=require` the cancel request fails (the connection is
+//! still closed, not returned).
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use deadpool::managed::Manager as _;
@@ -26,7 +34,7 @@ use crate::classify::{
     CONNECTION, CONNECTION_CLOSED, ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT, classify_io,
     sqlstate_name,
 };
-use crate::pool::{PoolStatus, TimeoutStage};
+use crate::pool::{Cleanup, PoolStatus, TimeoutStage, Unfinished};
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
 impl sealed::Sealed for Pool {}
@@ -81,6 +89,31 @@ impl MonitoredPool for Pool {
             PoolError::Timeout(TimeoutType::Recycle) => Some(TimeoutStage::Recycle),
             _ => None,
         }
+    }
+
+    fn release_unfinished(connection: Object, cleanup: Cleanup) {
+        cleanup.start(connection);
+    }
+}
+
+impl Unfinished for Object {
+    type Detached = ClientWrapper;
+
+    async fn probe(&self) -> bool {
+        self.simple_query("").await.is_ok()
+    }
+
+    fn detach(self) -> ClientWrapper {
+        Object::take(self)
+    }
+
+    async fn cancel(client: &ClientWrapper) -> bool {
+        client
+            .cancel_token()
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .is_ok()
+            && client.simple_query("").await.is_ok()
     }
 }
 
@@ -279,8 +312,25 @@ begin_with! {
     tokio_postgres::Transaction<'_> => tokio_postgres::Transaction<'a>, tokio_postgres::Transaction::transaction;
     ClientWrapper => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
     Object => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
-    TrackedConnection<Pool> => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
     deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
+}
+
+impl BeginTransaction for TrackedConnection<Pool> {
+    type Error = tokio_postgres::Error;
+    type Transaction<'a>
+        = deadpool_postgres::Transaction<'a>
+    where
+        Self: 'a;
+
+    fn begin(
+        &mut self,
+    ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
+        ClientWrapper::transaction(self)
+    }
+
+    fn unfinished_flag(&mut self) -> Option<Arc<AtomicBool>> {
+        Some(TrackedConnection::unfinished_flag(self))
+    }
 }
 
 impl OpenTransaction for tokio_postgres::Transaction<'_> {

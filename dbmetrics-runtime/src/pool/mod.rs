@@ -29,15 +29,19 @@
 //!
 //! It holds the pool weakly, so it never keeps a pool open.
 
+mod cleanup;
 mod poller;
 mod series;
 mod status;
 pub(crate) mod tracked;
 
+#[doc(hidden)]
+pub use cleanup::Cleanup;
 pub use crate::drivers::MonitoredPool;
-pub use status::{PoolStatus, TimeoutStage};
+pub use status::{DiscardReason, PoolStatus, TimeoutStage};
 
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
+pub(crate) use cleanup::Unfinished;
 pub(crate) use poller::spawn_poller;
 pub(crate) use series::PoolSeries;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Label};
 
-use super::{PoolStatus, TimeoutStage};
+use super::{DiscardReason, PoolStatus, TimeoutStage};
 use crate::catalog::{Catalog, Metric};
 use crate::metrics::{register_counter, register_gauge, register_histogram};
 
@@ -87,6 +87,9 @@ pub(crate) struct Checkouts {
     pub(crate) use_time: Histogram,
     /// By stage, in [`TimeoutStage::ALL`] order.
     timeouts: [Counter; 3],
+    /// By reason, in [`DiscardReason::ALL`] order.
+    discarded: [Counter; 3],
+    pub(crate) cancelled_on_server: Counter,
 }
 
 impl Checkouts {
@@ -110,6 +113,17 @@ impl Checkouts {
             c.increment(0);
             c
         });
+        let discarded = DiscardReason::ALL.map(|reason| {
+            let c = register_counter(
+                catalog.name(Metric::ConnectionsDiscarded),
+                vec![
+                    Label::from_static_parts("pool", pool),
+                    Label::from_static_parts("reason", reason.as_str()),
+                ],
+            );
+            c.increment(0);
+            c
+        });
         Arc::new(Self {
             acquired: counter(Metric::ConnectionsAcquired),
             released: counter(Metric::ConnectionsReleased),
@@ -117,11 +131,17 @@ impl Checkouts {
             wait: histogram(Metric::ConnectionWait),
             use_time: histogram(Metric::ConnectionUse),
             timeouts,
+            discarded,
+            cancelled_on_server: counter(Metric::QueriesCancelledOnServer),
         })
     }
 
     pub(crate) fn count_timeout(&self, stage: TimeoutStage) {
         self.timeouts[stage as usize].increment(1);
+    }
+
+    pub(crate) fn count_discarded(&self, reason: DiscardReason) {
+        self.discarded[reason as usize].increment(1);
     }
 }
 

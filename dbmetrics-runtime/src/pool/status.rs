@@ -1,5 +1,6 @@
-//! What a pool reports: its numbers ([`PoolStatus`]) and the stages a checkout can time out in
-//! ([`TimeoutStage`]).
+//! What a pool reports: its numbers ([`PoolStatus`]), the stages a checkout can time out in
+//! ([`TimeoutStage`]) and why a connection left by an unfinished call was closed
+//! ([`DiscardReason`]).
 
 /// A pool's numbers at one moment, as every driver reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +49,37 @@ impl TimeoutStage {
             TimeoutStage::Wait => "wait",
             TimeoutStage::Create => "create",
             TimeoutStage::Recycle => "recycle",
+        }
+    }
+}
+
+/// Why a tracked pool closed a connection that a cancelled or panicking call left, instead of
+/// returning it: the `reason` label of `{service}_database_connections_discarded_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DiscardReason {
+    /// It did not answer an empty query in time: a statement was still running on it. A cancel
+    /// request was sent for that statement.
+    Busy,
+    /// Its check failed: the connection was closed or answered with an error.
+    Broken,
+    /// No Tokio runtime could check it (dropped outside one, or while the runtime shut down).
+    NoRuntime,
+}
+
+impl DiscardReason {
+    /// Every reason, in the order of `as usize`.
+    pub const ALL: [DiscardReason; 3] = [
+        DiscardReason::Busy,
+        DiscardReason::Broken,
+        DiscardReason::NoRuntime,
+    ];
+
+    /// The label value: `busy`, `broken` or `no_runtime`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DiscardReason::Busy => "busy",
+            DiscardReason::Broken => "broken",
+            DiscardReason::NoRuntime => "no_runtime",
         }
     }
 }

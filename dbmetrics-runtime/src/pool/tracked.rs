@@ -2,12 +2,15 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::cleanup::Cleanup;
 use super::series::Checkouts;
 use super::{MonitoredPool, PoolStatus};
 use crate::drivers::DefaultPool;
 use crate::metrics::DatabaseMetrics;
+use crate::record::unfinished::dropping_unfinished;
 
 /// A pool whose checkouts are counted and timed under a `pool` label.
 ///
@@ -25,6 +28,15 @@ use crate::metrics::DatabaseMetrics;
 ///
 /// So at any quiet moment `acquired_total == released_total` and the wait histogram's count
 /// equals `acquired_total`.
+///
+/// **Cancellation cleans up.** A connection dropped by a tracked call that did not finish (its
+/// future dropped: a timeout, a client gone; or a panic) may still run a statement on the
+/// server. It is not handed to the next caller as it is: a task checks it with an empty query
+/// (at most 250 ms), returns it to the pool when it answers (it was idle), and otherwise takes
+/// it out of the pool, sends the driver's cancel request and closes it, counting
+/// `connections_discarded_total{reason}` and `queries_cancelled_on_server_total`. See the
+/// README ("Reliability") for what is covered and what is not, and
+/// [`TrackedPool::cancel_on_drop`] to turn it off.
 ///
 /// The pool label also gets the five gauges: enhancing the pool that the metrics already
 /// monitor shares that poller, and when `name` differs from the label it was set up with, the
@@ -54,6 +66,7 @@ pub struct TrackedPool<P: MonitoredPool = DefaultPool> {
     // The metrics of this pool label: its series, and its poller kept running while the pool
     // is used.
     monitor: DatabaseMetrics,
+    cancel_on_drop: bool,
 }
 
 impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
@@ -61,6 +74,7 @@ impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
         f.debug_struct("TrackedPool")
             .field("pool", &self.monitor.pool_name())
             .field("status", &self.pool.status())
+            .field("cancel_on_drop", &self.cancel_on_drop)
             .finish()
     }
 }
@@ -85,7 +99,29 @@ impl<P: MonitoredPool> TrackedPool<P> {
                 );
                 metrics.without_poller(name)
             });
-        Self { pool, monitor }
+        Self {
+            pool,
+            monitor,
+            cancel_on_drop: true,
+        }
+    }
+
+    /// Whether connections left by cancelled or panicking calls are checked, their statements
+    /// cancelled on the server, and busy ones closed (the default, `true`); `false` returns
+    /// them to the pool as they are, for code that handles cancellation itself.
+    ///
+    /// ```no_run
+    /// # extern crate dbmetrics_runtime as dbmetrics;
+    /// # fn demo(pool: deadpool_postgres::Pool, metrics: dbmetrics::DatabaseMetrics) {
+    /// let tracked = dbmetrics::create_infrastructure_enhancer(metrics)
+    ///     .enhance_pool(pool, "default")
+    ///     .cancel_on_drop(false);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cancel_on_drop(mut self, on: bool) -> Self {
+        self.cancel_on_drop = on;
+        self
     }
 
     /// Checks a connection out of the pool, counting and timing it.
@@ -105,9 +141,11 @@ impl<P: MonitoredPool> TrackedPool<P> {
                 .checkout()
                 .await
                 .map(|connection| TrackedConnection {
-                    connection,
+                    connection: Some(connection),
                     checkouts: None,
                     acquired_at: Instant::now(),
+                    cancel_on_drop: self.cancel_on_drop,
+                    unfinished: None,
                 });
         };
         match self.pool.checkout().await {
@@ -116,9 +154,11 @@ impl<P: MonitoredPool> TrackedPool<P> {
                 let acquired_at = Instant::now();
                 let created = P::is_new(&connection);
                 let connection = TrackedConnection {
-                    connection,
+                    connection: Some(connection),
                     checkouts: Some(checkouts.clone()),
                     acquired_at,
+                    cancel_on_drop: self.cancel_on_drop,
+                    unfinished: None,
                 };
                 checkouts.acquired.increment(1);
                 checkouts
@@ -158,11 +198,32 @@ impl<P: MonitoredPool> TrackedPool<P> {
 /// the `Object`, so `client.query(..)` reads as without dbmetrics).
 ///
 /// Dropping it returns the connection to the pool and records the release, also when the task
-/// holding it is cancelled or panics.
+/// holding it is cancelled or panics. Dropped by a tracked call that did not finish, or while a
+/// panic unwinds, it is checked before anyone else gets it (see [`TrackedPool`],
+/// "Cancellation cleans up").
 pub struct TrackedConnection<P: MonitoredPool = DefaultPool> {
-    connection: P::Connection,
+    // `Some` until dropped.
+    connection: Option<P::Connection>,
     checkouts: Option<Arc<Checkouts>>,
     acquired_at: Instant,
+    cancel_on_drop: bool,
+    // Raised by a call that borrowed it and did not finish (`transaction::run`).
+    unfinished: Option<Arc<AtomicBool>>,
+}
+
+impl<P: MonitoredPool> TrackedConnection<P> {
+    fn connection(&self) -> &P::Connection {
+        match &self.connection {
+            Some(connection) => connection,
+            None => unreachable!("a TrackedConnection holds its connection until it is dropped"),
+        }
+    }
+
+    /// A flag that a call borrowing the connection raises when it does not finish, so that
+    /// dropping the connection checks it even when that drop is an ordinary one.
+    pub(crate) fn unfinished_flag(&mut self) -> Arc<AtomicBool> {
+        self.unfinished.get_or_insert_with(Arc::default).clone()
+    }
 }
 
 impl<P: MonitoredPool> std::fmt::Debug for TrackedConnection<P> {
@@ -177,13 +238,16 @@ impl<P: MonitoredPool> Deref for TrackedConnection<P> {
     type Target = P::Target;
 
     fn deref(&self) -> &P::Target {
-        P::target(&self.connection)
+        P::target(self.connection())
     }
 }
 
 impl<P: MonitoredPool> DerefMut for TrackedConnection<P> {
     fn deref_mut(&mut self) -> &mut P::Target {
-        P::target_mut(&mut self.connection)
+        match &mut self.connection {
+            Some(connection) => P::target_mut(connection),
+            None => unreachable!("a TrackedConnection holds its connection until it is dropped"),
+        }
     }
 }
 
@@ -194,6 +258,13 @@ impl<P: MonitoredPool> Drop for TrackedConnection<P> {
             checkouts
                 .use_time
                 .record(self.acquired_at.elapsed().as_secs_f64());
+        }
+        if let Some(connection) = self.connection.take() {
+            let flagged = (self.unfinished.as_ref()).is_some_and(|f| f.load(Ordering::Relaxed));
+            if self.cancel_on_drop && (flagged || dropping_unfinished()) {
+                P::release_unfinished(connection, Cleanup::new(self.checkouts.take()));
+            }
+            // else dropped here: back to the pool
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use super::clock;
+use super::unfinished::DropWindow;
 use super::{CallSite, Outcome, QueryMetrics, Sample};
 
 /// Records one tracked call when finished, dropped (`cancelled`) or unwound (`panic`).
@@ -63,7 +64,9 @@ impl<M: QueryMetrics> CallGuard<M> {
     pub fn body<F: Future>(&self, future: F) -> Body<'_, F> {
         Body {
             in_body: &self.in_body,
+            finished: false,
             future,
+            window: DropWindow::default(),
         }
     }
 
@@ -103,12 +106,28 @@ impl<M: QueryMetrics> Drop for CallGuard<M> {
 
 pin_project_lite::pin_project! {
     /// The body of a tracked async fn, polled with the guard's `in_body` flag set.
+    ///
+    /// Dropped before it finished (the call is cancelled), it drops the body's future inside a
+    /// drop window, so that a connection the body holds knows it was left unfinished and is
+    /// cleaned up (see `TrackedConnection`).
     #[must_use = "futures do nothing unless polled"]
     #[derive(Debug)]
     pub struct Body<'a, F> {
         in_body: &'a AtomicBool,
+        finished: bool,
         #[pin]
         future: F,
+        // After `future`: fields drop in order, so the window closes once the future is gone.
+        window: DropWindow,
+    }
+
+    impl<F> PinnedDrop for Body<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.finished {
+                this.window.open();
+            }
+        }
     }
 }
 
@@ -122,6 +141,9 @@ impl<F: Future> Future for Body<'_, F> {
         let poll = this.future.poll(cx);
         // Not reached when the poll panics: the flag then says the body panicked.
         this.in_body.store(false, Ordering::Relaxed);
+        if poll.is_ready() {
+            *this.finished = true;
+        }
         poll
     }
 }

@@ -8,6 +8,7 @@ mod guard;
 mod outcome;
 mod sample;
 pub(crate) mod site;
+pub(crate) mod unfinished;
 
 pub use budget::LabelBudget;
 pub(crate) use budget::NameKind;
