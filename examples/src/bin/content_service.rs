@@ -470,8 +470,8 @@ async fn send(router: &Router, method: Method, uri: &str, body: Option<String>) 
 
 /// Drives the mix: 42% reads, 15% lists, 25% creates (one in five a duplicate key),
 /// 8% deletes, 6% archives (a transaction), 3% reports under a statement timeout (a quarter
-/// time out on the server; bursts wait past the batch pool's 100 ms), 1% reports cut off by a
-/// client-side deadline (cancelled).
+/// time out on the server; bursts wait past the batch pool's 100 ms), 1% slow reports cut off
+/// by a client-side deadline (cancelled, then cancelled on the server).
 async fn traffic(router: Router, duration: Duration, workers: usize) -> Arc<Stats> {
     let stats = Arc::new(Stats::default());
     let start = Instant::now();
@@ -559,13 +559,14 @@ async fn traffic(router: Router, duration: Duration, workers: usize) -> Arc<Stat
                         send(&router, Method::GET, uri, None).await
                     }
                     _ => {
-                        // A caller that gives up after 20 ms on a slow report: cancelled.
+                        // A caller that gives up after 20 ms on a 2 s report: cancelled, and
+                        // the report, if it started, is cancelled on the server.
                         let cut = tokio::time::timeout(
                             Duration::from_millis(20),
                             send(
                                 &router,
                                 Method::GET,
-                                "/report?sleep=0.1&timeout_ms=1000",
+                                "/report?sleep=2&timeout_ms=5000",
                                 None,
                             ),
                         )
@@ -662,6 +663,15 @@ fn print_summary(stats: &Stats, metrics_text: &str) {
             v("connections_max"),
             v("connections_active"),
             v("connections_overflow"),
+        );
+        println!(
+            "  {:<17} left by cancelled calls: busy discarded {}, cancelled on the server {}",
+            "",
+            e.value(
+                "content_service_database_connections_discarded_total",
+                &[("pool", pool), ("reason", "busy")]
+            ),
+            v("queries_cancelled_on_server_total"),
         );
     }
     let tx = "content_service_database_transactions_total";

@@ -947,6 +947,20 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         timeouts("recycle"),
         proxy.accepted()
     );
+    let discarded = |reason: &str| {
+        e.value(
+            &name("connections_discarded_total"),
+            &[("pool", "main"), ("reason", reason)],
+        )
+    };
+    println!(
+        "left by cancelled or panicking calls: discarded busy {}, broken {}, no_runtime {}; \
+         statements cancelled on the server {}",
+        discarded("busy"),
+        discarded("broken"),
+        discarded("no_runtime"),
+        pool_value("queries_cancelled_on_server_total")
+    );
     println!(
         "faults: {}",
         fault_counts
