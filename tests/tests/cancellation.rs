@@ -367,11 +367,19 @@ async fn a_call_cancelled_between_statements_keeps_its_connection() {
         call.abort();
         assert!(call.await.expect_err("aborted").is_cancelled());
 
-        assert_eq!(repo.pid().await, first, "the same backend serves the next caller");
+        assert_eq!(
+            repo.pid().await,
+            first,
+            "the same backend serves the next caller"
+        );
         let e = scrape();
         assert_eq!(n.queries(&e, "update", "between"), [0.0, 0.0, 1.0]);
         assert_eq!(n.cleanup(&e), [0.0; 4]);
-        assert_eq!(n.pool(&e, "connections_created_total"), 1.0, "no new connection");
+        assert_eq!(
+            n.pool(&e, "connections_created_total"),
+            1.0,
+            "no new connection"
+        );
         n.assert_balanced(&e, repo.checkouts());
     })
     .await;
@@ -416,9 +424,11 @@ async fn a_cancelled_transaction_on_a_borrowed_connection_is_cleaned_up() {
         watch.sleeping(1).await;
         call.abort();
         assert!(call.await.expect_err("aborted").is_cancelled());
-        eventually("pg_sleep(6) stopped on the server", SERVER_STOPS_WITHIN, || async {
-            watch.sleeping_now().await == 0
-        })
+        eventually(
+            "pg_sleep(6) stopped on the server",
+            SERVER_STOPS_WITHIN,
+            || async { watch.sleeping_now().await == 0 },
+        )
         .await;
         let c = repo.conn().await.unwrap();
         let rows: i64 = c.query_one(count.as_str(), &[]).await.unwrap().get(0);
@@ -457,7 +467,10 @@ async fn a_cancelled_transaction_on_a_borrowed_connection_is_cleaned_up() {
         assert!(call.await.expect_err("aborted").is_cancelled());
         let c = repo.conn().await.unwrap();
         let rows: i64 = c.query_one(count.as_str(), &[]).await.unwrap().get(0);
-        assert_eq!(rows, 0, "rolled back, and the connection is not inside the transaction");
+        assert_eq!(
+            rows, 0,
+            "rolled back, and the connection is not inside the transaction"
+        );
         let pid: i32 = c
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -507,9 +520,11 @@ async fn a_panic_mid_statement_cancels_it_on_the_server() {
         });
         let panicked = tracked.await.expect_err("the panic reaches the caller");
         assert!(panicked.is_panic());
-        eventually("the tracked statement stopped", SERVER_STOPS_WITHIN, || async {
-            watch.sleeping_now().await == 0
-        })
+        eventually(
+            "the tracked statement stopped",
+            SERVER_STOPS_WITHIN,
+            || async { watch.sleeping_now().await == 0 },
+        )
         .await;
 
         let plain = tokio::spawn({
@@ -523,13 +538,18 @@ async fn a_panic_mid_statement_cancels_it_on_the_server() {
             }
         });
         assert!(plain.await.expect_err("panicked").is_panic());
-        eventually("the plain statement stopped", SERVER_STOPS_WITHIN, || async {
-            watch.sleeping_now().await == 0
-        })
+        eventually(
+            "the plain statement stopped",
+            SERVER_STOPS_WITHIN,
+            || async { watch.sleeping_now().await == 0 },
+        )
         .await;
 
         assert_eq!(
-            timeout(DEADLINE, repo.sleep(0.0)).await.ok().map(|r| r.is_ok()),
+            timeout(DEADLINE, repo.sleep(0.0))
+                .await
+                .ok()
+                .map(|r| r.is_ok()),
             Some(true),
             "the pool of one serves"
         );
@@ -586,10 +606,7 @@ async fn a_storm_of_cancelled_calls_leaves_nothing_running_and_counts_everything
                     // no deadline: a short statement that finishes
                     0..10 => (DEADLINE, rng.random_range(0.0..0.005)),
                     // cut off while a 5 s statement runs (or before it started)
-                    10..45 => (
-                        Duration::from_millis(rng.random_range(0..150)),
-                        5.0,
-                    ),
+                    10..45 => (Duration::from_millis(rng.random_range(0..150)), 5.0),
                     // short statements under a deadline: some finish, some do not
                     _ => (
                         Duration::from_millis(rng.random_range(0..150)),
@@ -655,7 +672,11 @@ async fn a_storm_of_cancelled_calls_leaves_nothing_running_and_counts_everything
             },
         )
         .await;
-        assert_eq!(watch.sleeping_now().await, 0, "no backend runs a cancelled statement");
+        assert_eq!(
+            watch.sleeping_now().await,
+            0,
+            "no backend runs a cancelled statement"
+        );
         let served = timeout(DEADLINE, repo.sleep(0.0)).await;
         assert!(matches!(served, Ok(Ok(()))), "the pool serves: {served:?}");
         tallies[0].add(Outcome::Success);
@@ -787,7 +808,10 @@ async fn the_opt_out_returns_the_connection_as_it_is() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(pid, sleeper, "the next caller waited behind it on the same backend");
+        assert_eq!(
+            pid, sleeper,
+            "the next caller waited behind it on the same backend"
+        );
         drop(c);
         let e = scrape();
         assert_eq!(n.queries(&e, "select", "sleepers"), [0.0, 0.0, 1.0]);

@@ -156,7 +156,10 @@ async fn drive(repo: &Repo) {
         if status.size == status.available {
             break;
         }
-        assert!(Instant::now() < whole, "the pool is whole again: {status:?}");
+        assert!(
+            Instant::now() < whole,
+            "the pool is whole again: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -124,8 +124,7 @@ impl<C: Unfinished> Left<C> {
             Err(_elapsed) => {
                 let detached = connection.detach();
                 self.cleanup.count_discarded(DiscardReason::Busy);
-                if let Ok(true) = tokio::time::timeout(CANCEL_TIMEOUT, C::cancel(&detached)).await
-                {
+                if let Ok(true) = tokio::time::timeout(CANCEL_TIMEOUT, C::cancel(&detached)).await {
                     self.cleanup.count_cancelled();
                 }
             }

@@ -35,13 +35,13 @@ mod series;
 mod status;
 pub(crate) mod tracked;
 
+pub use crate::drivers::MonitoredPool;
 #[doc(hidden)]
 pub use cleanup::Cleanup;
-pub use crate::drivers::MonitoredPool;
 pub use status::{DiscardReason, PoolStatus, TimeoutStage};
 
+pub(crate) use cleanup::Unfinished;
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
-pub(crate) use cleanup::Unfinished;
 pub(crate) use poller::spawn_poller;
 pub(crate) use series::PoolSeries;
