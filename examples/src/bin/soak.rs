@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use dbmetrics::classify::classify;
 use dbmetrics::{
     ClassifyError, DatabaseHealthChecker, DatabaseMetrics, HealthStatus, Outcome,
-    QueryPerformanceTracker, TrackedConnection, TrackedPool, TrackedRepository, create_infrastructure_enhancer, track_query,
-    track_transaction,
+    QueryPerformanceTracker, TrackedConnection, TrackedPool, TrackedRepository,
+    create_infrastructure_enhancer, track_query, track_transaction,
 };
 use dbmetrics_tests::proxy::{FaultProxy, Mode};
 use dbmetrics_tests::{Exposition, database, prometheus, scrape};
@@ -165,7 +165,9 @@ impl Items {
         self.tracker
             .track_query("select", &table, async {
                 let c = self.conn().await?;
-                Ok(c.query_opt(&self.sql.tenant, &[&id]).await?.map(|r| r.get(0)))
+                Ok(c.query_opt(&self.sql.tenant, &[&id])
+                    .await?
+                    .map(|r| r.get(0)))
             })
             .await
     }
@@ -1003,7 +1005,9 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             g < RSS_GROWTH_LIMIT
         }
         None => {
-            println!("resident memory growth: not measured (a run of 3 minutes or more measures it)");
+            println!(
+                "resident memory growth: not measured (a run of 3 minutes or more measures it)"
+            );
             true
         }
     };
