@@ -99,7 +99,7 @@ impl MonitoredPool for Pool {
 impl Unfinished for Object {
     type Detached = ClientWrapper;
 
-    async fn probe(&self) -> bool {
+    async fn probe(&mut self) -> bool {
         self.simple_query("").await.is_ok()
     }
 
@@ -107,7 +107,7 @@ impl Unfinished for Object {
         Object::take(self)
     }
 
-    async fn cancel(client: &ClientWrapper) -> bool {
+    async fn cancel(client: &mut ClientWrapper) -> bool {
         client
             .cancel_token()
             .cancel_query(tokio_postgres::NoTls)

@@ -40,11 +40,11 @@ pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A driver's connection that an unfinished call left.
 pub(crate) trait Unfinished: Send + Sized + 'static {
     /// The connection out of its pool: its slot is free, and dropping it closes it.
-    type Detached: Send + Sync + 'static;
+    type Detached: Send + 'static;
 
     /// Runs an empty query: `true` when it answered, so every statement sent before it has
     /// ended.
-    fn probe(&self) -> impl Future<Output = bool> + Send + '_;
+    fn probe(&mut self) -> impl Future<Output = bool> + Send + '_;
 
     /// Takes the connection out of its pool.
     fn detach(self) -> Self::Detached;
@@ -52,7 +52,7 @@ pub(crate) trait Unfinished: Send + Sized + 'static {
     /// Sends the driver's cancel request for what `detached` runs, then waits until it answers
     /// again: `true` when it did (the statement has stopped). `false` at once for a driver
     /// that has no cancel request.
-    fn cancel(detached: &Self::Detached) -> impl Future<Output = bool> + Send + '_;
+    fn cancel(detached: &mut Self::Detached) -> impl Future<Output = bool> + Send + '_;
 }
 
 /// Where the cleanup of one connection counts what it did (the tracked pool's series).
@@ -107,7 +107,7 @@ struct Left<C: Unfinished> {
 
 impl<C: Unfinished> Left<C> {
     async fn check(mut self) {
-        let Some(connection) = &self.connection else {
+        let Some(connection) = &mut self.connection else {
             return;
         };
         let answered = tokio::time::timeout(PROBE_TIMEOUT, connection.probe()).await;
@@ -122,9 +122,11 @@ impl<C: Unfinished> Left<C> {
                 self.cleanup.count_discarded(DiscardReason::Broken);
             }
             Err(_elapsed) => {
-                let detached = connection.detach();
+                let mut detached = connection.detach();
                 self.cleanup.count_discarded(DiscardReason::Busy);
-                if let Ok(true) = tokio::time::timeout(CANCEL_TIMEOUT, C::cancel(&detached)).await {
+                if let Ok(true) =
+                    tokio::time::timeout(CANCEL_TIMEOUT, C::cancel(&mut detached)).await
+                {
                     self.cleanup.count_cancelled();
                 }
             }
