@@ -69,6 +69,8 @@ impl MonitoredPool for Pool {
         connection
     }
 
+    const COUNTS_CREATED: bool = true;
+
     fn is_new(connection: &Object) -> bool {
         let metrics = Object::metrics(connection);
         metrics.recycle_count == 0 && metrics.recycled.is_none()

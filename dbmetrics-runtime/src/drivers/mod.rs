@@ -8,6 +8,8 @@ mod contract;
 #[cfg(feature = "deadpool")]
 mod deadpool;
 pub(crate) mod errors;
+#[cfg(feature = "sqlx")]
+mod sqlx;
 
 pub(crate) use contract::DefaultPool;
 pub use contract::{HealthCheckable, MonitoredPool, Probe, ProbeFailure};

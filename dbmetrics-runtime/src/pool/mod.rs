@@ -29,6 +29,7 @@
 //!
 //! It holds the pool weakly, so it never keeps a pool open.
 
+mod activity;
 mod poller;
 mod series;
 mod status;
@@ -39,5 +40,6 @@ pub use status::{PoolStatus, TimeoutStage};
 
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
+pub(crate) use activity::{LeakWatch, PoolActivity, Waiter};
 pub(crate) use poller::spawn_poller;
 pub(crate) use series::PoolSeries;
