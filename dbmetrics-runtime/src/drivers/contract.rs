@@ -188,3 +188,23 @@ impl MonitoredPool for NoPool {
         match *error {}
     }
 }
+
+#[cfg(not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")))]
+impl HealthCheckable for NoPool {
+    type ProbeConnection = NoPool;
+
+    async fn probe(&self) -> Result<Probe<NoPool>, ProbeFailure> {
+        match *self {}
+    }
+
+    async fn first_row(
+        connection: &mut NoPool,
+        _: &'static str,
+    ) -> Result<Vec<Option<String>>, ProbeFailure> {
+        match *connection {}
+    }
+
+    fn discard(connection: NoPool) {
+        match connection {}
+    }
+}

@@ -7,8 +7,16 @@ pub(crate) fn classify(error: &(dyn std::error::Error + 'static)) -> Option<&'st
     if let Some(class) = super::deadpool::classify_dyn(error) {
         return Some(class);
     }
+    #[cfg(any(feature = "deadpool", feature = "bb8"))]
+    if let Some(class) = super::postgres::classify_dyn(error) {
+        return Some(class);
+    }
     #[cfg(feature = "sqlx")]
     if let Some(class) = super::sqlx::classify_dyn(error) {
+        return Some(class);
+    }
+    #[cfg(feature = "bb8")]
+    if let Some(class) = super::bb8::classify_dyn(error) {
         return Some(class);
     }
     let _ = error;
@@ -22,8 +30,16 @@ pub(crate) fn classify_message(message: &str) -> Option<&'static str> {
     if let Some(class) = super::deadpool::classify_message(message) {
         return Some(class);
     }
+    #[cfg(any(feature = "deadpool", feature = "bb8"))]
+    if let Some(class) = super::postgres::classify_message(message) {
+        return Some(class);
+    }
     #[cfg(feature = "sqlx")]
     if let Some(class) = super::sqlx::classify_message(message) {
+        return Some(class);
+    }
+    #[cfg(feature = "bb8")]
+    if let Some(class) = super::bb8::classify_message(message) {
         return Some(class);
     }
     let _ = message;
