@@ -119,4 +119,3 @@ impl OpenTransaction for tokio_postgres::Transaction<'_> {
         tokio_postgres::Transaction::rollback(self)
     }
 }
-

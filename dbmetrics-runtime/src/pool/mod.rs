@@ -38,8 +38,8 @@ pub(crate) mod tracked;
 pub use crate::drivers::MonitoredPool;
 pub use status::{PoolStatus, TimeoutStage};
 
+pub(crate) use activity::{LeakWatch, PoolActivity, Waiter};
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
-pub(crate) use activity::{LeakWatch, PoolActivity, Waiter};
 pub(crate) use poller::spawn_poller;
 pub(crate) use series::PoolSeries;

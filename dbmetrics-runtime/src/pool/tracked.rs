@@ -133,9 +133,7 @@ impl<P: MonitoredPool> TrackedPool<P> {
     /// # Errors
     /// The pool's own error, unchanged; a timeout is counted under its stage first.
     #[track_caller]
-    pub fn get(
-        &self,
-    ) -> impl Future<Output = Result<TrackedConnection<P>, P::Error>> + Send + '_ {
+    pub fn get(&self) -> impl Future<Output = Result<TrackedConnection<P>, P::Error>> + Send + '_ {
         self.get_at(Location::caller())
     }
 

@@ -2,10 +2,11 @@
 
 use std::error::Error as StdError;
 
+use sqlx::error::DatabaseError;
 use sqlx::postgres::PgDatabaseError;
 
 use crate::classify::{
-    CONNECTION, OTHER, POOL_CLOSED, POOL_TIMEOUT, ROW_NOT_FOUND, ClassifyError, classify_io,
+    CONNECTION, ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT, ROW_NOT_FOUND, classify_io,
     sqlstate_name,
 };
 
@@ -35,7 +36,11 @@ pub(crate) fn classify_dyn(e: &(dyn StdError + 'static)) -> Option<&'static str>
     if let Some(err) = e.downcast_ref::<sqlx::Error>() {
         return Some(classify_sqlx(err));
     }
-    // `#[error(transparent)]` wrappers of `sqlx::Error::Database` expose the server's error.
+    // `#[error(transparent)]` wrappers of `sqlx::Error::Database` expose its source: the boxed
+    // server error (or the server error itself, when a wrapper unboxed it).
+    if let Some(db) = e.downcast_ref::<Box<dyn DatabaseError>>() {
+        return Some(db.code().map_or(OTHER, |code| sqlstate_name(&code)));
+    }
     if let Some(db) = e.downcast_ref::<PgDatabaseError>() {
         return Some(sqlstate_name(db.code()));
     }

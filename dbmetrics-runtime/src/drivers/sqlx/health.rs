@@ -1,5 +1,5 @@
-//! Health checks of a `PgPool`: an idle pooled connection, one the pool opens when it has room,
-//! or, when it is at its limit, a dedicated connection with the pool's connect options.
+//! Health checks of a `PgPool`: an idle pooled connection, else a dedicated connection with the
+//! pool's connect options (closed after the check).
 
 use std::future::Future;
 
@@ -36,18 +36,8 @@ impl HealthCheckable for PgPool {
         if self.is_closed() {
             return Err(failure(&sqlx::Error::PoolClosed));
         }
-        if self.size() < self.options().get_max_connections() {
-            // Room for one more: the pool opens it (the check's deadline bounds the wait, should
-            // another caller take the room first).
-            return self
-                .acquire()
-                .await
-                .map(|conn| Probe {
-                    connection: ProbeConnection::Pooled(conn),
-                    dedicated: false,
-                })
-                .map_err(|e| failure(&e));
-        }
+        // No idle connection: a dedicated one. sqlx's `acquire` would retry a failing connect
+        // until its timeout and report only `PoolTimedOut`; the connect error says what is wrong.
         self.connect_options()
             .connect()
             .await
