@@ -56,11 +56,11 @@ impl Driver for Deadpool {
             .expect("a pool with a runtime always builds")
     }
 
-    fn execute<'c>(
-        conn: &'c mut TrackedConnection<Self::Pool>,
-        sql: &'c str,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'c {
-        async move { conn.batch_execute(sql).await }
+    async fn execute(
+        conn: &mut TrackedConnection<Self::Pool>,
+        sql: &str,
+    ) -> Result<(), Self::Error> {
+        conn.batch_execute(sql).await
     }
 }
 
@@ -101,17 +101,15 @@ impl Driver for Sqlx {
             .connect_lazy_with(sqlx_options(config))
     }
 
-    fn execute<'c>(
-        conn: &'c mut TrackedConnection<Self::Pool>,
-        sql: &'c str,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'c {
-        async move {
-            // Through the boxed future of `Executor`: `RawSql::execute`'s own future cannot be
-            // proven `Send` here (a higher-ranked lifetime rustc cannot see through).
-            let conn: &mut sqlx::PgConnection = conn;
-            sqlx::Executor::execute(conn, sqlx::raw_sql(sql)).await?;
-            Ok(())
-        }
+    async fn execute(
+        conn: &mut TrackedConnection<Self::Pool>,
+        sql: &str,
+    ) -> Result<(), Self::Error> {
+        // Through the boxed future of `Executor`: `RawSql::execute`'s own future cannot be
+        // proven `Send` here (a higher-ranked lifetime rustc cannot see through).
+        let conn: &mut sqlx::PgConnection = conn;
+        sqlx::Executor::execute(conn, sqlx::raw_sql(sql)).await?;
+        Ok(())
     }
 }
 
@@ -136,11 +134,11 @@ impl Driver for Bb8 {
             .build_unchecked(manager)
     }
 
-    fn execute<'c>(
-        conn: &'c mut TrackedConnection<Self::Pool>,
-        sql: &'c str,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'c {
-        async move { conn.batch_execute(sql).await }
+    async fn execute(
+        conn: &mut TrackedConnection<Self::Pool>,
+        sql: &str,
+    ) -> Result<(), Self::Error> {
+        conn.batch_execute(sql).await
     }
 }
 

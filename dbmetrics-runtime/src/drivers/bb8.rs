@@ -27,7 +27,7 @@ use tokio_postgres::{Client, Socket};
 use super::contract::{HealthCheckable, MonitoredPool, Probe, ProbeFailure, sealed};
 use super::postgres::{classify_postgres, first_row};
 use crate::TrackedConnection;
-use crate::classify::{ClassifyError, POOL_TIMEOUT, classify};
+use crate::classify::{ClassifyError, POOL_TIMEOUT};
 use crate::pool::{PoolStatus, TimeoutStage};
 use crate::transaction::BeginTransaction;
 
@@ -103,11 +103,13 @@ fn shared_state_address(debug: &str) -> usize {
         .unwrap_or(0)
 }
 
-impl<E: StdError + 'static> ClassifyError for RunError<E> {
+/// bb8-postgres' pool error. Another manager's `RunError<E>` classifies through
+/// [`classify`](crate::classify::classify), which finds `E` as its source.
+impl ClassifyError for RunError<tokio_postgres::Error> {
     fn error_type(&self) -> &'static str {
         match self {
             RunError::TimedOut => POOL_TIMEOUT,
-            RunError::User(e) => classify(e),
+            RunError::User(e) => classify_postgres(e),
         }
     }
 }
@@ -186,6 +188,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::classify;
 
     #[test]
     fn the_debug_text_gives_the_shared_address() {
