@@ -56,6 +56,12 @@ pub(crate) fn classify_message(message: &str) -> Option<&'static str> {
         "no rows returned by a query that expected to return at least one row" => {
             Some(ROW_NOT_FOUND)
         }
+        // The TLS error's source is whatever the TLS backend gave; the prefix is sqlx's.
+        _ if message
+            .starts_with("error occurred while attempting to establish a TLS connection") =>
+        {
+            Some(CONNECTION)
+        }
         _ => None,
     }
 }
