@@ -145,7 +145,7 @@ impl Driver for Bb8 {
 /// One `#[tokio::test]` (multi-threaded, 2 workers) per driver, `{driver}::{scenario}`, for
 /// each generic `async fn scenario<D: Driver>()` listed.
 ///
-/// ```ignore
+/// ```text
 /// per_driver!(gauges, timeouts);
 /// ```
 #[macro_export]
