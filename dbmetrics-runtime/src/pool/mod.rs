@@ -29,6 +29,7 @@
 //!
 //! It holds the pool weakly, so it never keeps a pool open.
 
+mod activity;
 mod cleanup;
 mod poller;
 mod series;
@@ -40,6 +41,7 @@ pub use crate::drivers::MonitoredPool;
 pub use cleanup::Cleanup;
 pub use status::{DiscardReason, PoolStatus, TimeoutStage};
 
+pub(crate) use activity::{LeakWatch, PoolActivity, Waiter};
 pub(crate) use cleanup::Unfinished;
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
