@@ -68,7 +68,8 @@ impl Driver for Deadpool {
 #[derive(Debug)]
 pub struct Sqlx;
 
-/// sqlx connect options with the host, port, user, password and database of `config`.
+/// sqlx connect options with the host, port, user, password, database, application name and
+/// `-c name=value` server settings (`Config::options`) of `config`.
 pub fn sqlx_options(config: &Config) -> sqlx::postgres::PgConnectOptions {
     let mut options = sqlx::postgres::PgConnectOptions::new_without_pgpass();
     if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
@@ -85,6 +86,17 @@ pub fn sqlx_options(config: &Config) -> sqlx::postgres::PgConnectOptions {
     }
     if let Some(db) = config.get_dbname() {
         options = options.database(db);
+    }
+    if let Some(name) = config.get_application_name() {
+        options = options.application_name(name);
+    }
+    if let Some(settings) = config.get_options() {
+        let pairs: Vec<(&str, &str)> = settings
+            .split_whitespace()
+            .filter(|word| *word != "-c")
+            .filter_map(|setting| setting.trim_start_matches("-c").split_once('='))
+            .collect();
+        options = options.options(pairs);
     }
     options.ssl_mode(sqlx::postgres::PgSslMode::Disable)
 }

@@ -3,6 +3,13 @@
 //! that statement on the server and never hands the busy connection to the next caller; a
 //! connection that was idle goes back to the pool.
 //!
+//! The first scenarios run once per driver (`deadpool::…`, `sqlx::…`, `bb8::…`), each with what
+//! its driver can do: deadpool sends the cancel request and closes the busy connection; sqlx
+//! has no cancel request and closes it (its test pool sets `client_connection_check_interval`,
+//! as the README advises, so that the server ends the statement); bb8 cannot take a connection
+//! out of its pool, so it cancels the statement and drains the connection. The others are
+//! deadpool's, through the macros and `transaction::run`.
+//!
 //! Real PostgreSQL, real Prometheus text. The server is watched through `pg_stat_activity` on a
 //! separate connection, each test's backends told apart by their `application_name`. Waiting is
 //! done on conditions polled with a deadline ([`eventually`]); the one sleep
@@ -20,8 +27,9 @@ use dbmetrics::{
     TrackedRepository, create_infrastructure_enhancer, create_repository_middleware, track_query,
     transaction,
 };
+use dbmetrics_tests::drivers::{Bb8, Deadpool, Driver, Sqlx};
 use dbmetrics_tests::proxy::{FaultProxy, Mode};
-use dbmetrics_tests::{Exposition, database, prometheus, scrape, unique};
+use dbmetrics_tests::{Exposition, database, per_driver, prometheus, scrape, unique};
 use deadpool_postgres::{ManagerConfig, Pool, PoolError, RecyclingMethod};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -276,7 +284,384 @@ impl Names<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scenarios
+// Every driver
+// ---------------------------------------------------------------------------------------------
+
+per_driver!(
+    a_statement_cut_off_stops_on_the_server_and_the_next_caller_is_served,
+    a_call_cut_off_between_statements_keeps_its_connection,
+    a_storm_of_cut_off_calls_leaves_nothing_running,
+);
+
+/// What a driver does with a connection a cancelled call left busy.
+trait Cleans: Driver {
+    /// It sends the cancel request (deadpool, bb8); sqlx has none.
+    const CANCELS: bool;
+    /// It takes the busy connection out of its pool (deadpool, sqlx); bb8 drains it.
+    const DETACHES: bool;
+}
+
+impl Cleans for Deadpool {
+    const CANCELS: bool = true;
+    const DETACHES: bool = true;
+}
+
+impl Cleans for Sqlx {
+    const CANCELS: bool = false;
+    const DETACHES: bool = true;
+}
+
+impl Cleans for Bb8 {
+    const CANCELS: bool = true;
+    const DETACHES: bool = false;
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A pool of `D` whose backends are named `service`, monitored and tracked under pool label
+/// `main`. Without a cancel request (sqlx), the server checks the client socket every 500 ms
+/// while a statement runs (`client_connection_check_interval`, as the README advises).
+fn driver_pool<D: Cleans>(
+    service: &str,
+    max: u32,
+) -> (D::Pool, DatabaseMetrics, TrackedPool<D::Pool>) {
+    prometheus();
+    let mut config = config_named(service);
+    if !D::CANCELS {
+        config.options("-c client_connection_check_interval=500");
+    }
+    let pool = D::pool(&config, max, DEADLINE);
+    let metrics = DatabaseMetrics::builder(&pool, service)
+        .pool_name("main")
+        .poll_interval(Duration::from_millis(10))
+        .slow_query_threshold(None)
+        .build()
+        .expect("monitoring is set up");
+    let tracked =
+        create_infrastructure_enhancer(metrics.clone()).enhance_pool(pool.clone(), "main");
+    (pool, metrics, tracked)
+}
+
+/// Checks a connection out of `tracked` and runs `sql` on it.
+async fn run_sql<D: Driver>(tracked: &TrackedPool<D::Pool>, sql: &str) -> Result<(), BoxError> {
+    let mut c = tracked.get().await?;
+    D::execute(&mut c, sql).await?;
+    Ok(())
+}
+
+impl Watch {
+    /// The pids of the application's backends, sorted.
+    async fn backends(&self) -> Vec<i32> {
+        self.admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+                &[&self.application_name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// The pid of the application's backend running `pg_sleep`, once there is one.
+    async fn sleeper(&self) -> i32 {
+        self.sleeping(1).await;
+        self.admin
+            .query_one(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+                 AND state = 'active' AND strpos(query, 'pg_sleep') > 0",
+                &[&self.application_name],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// The issue's first scenario for every driver, through the tracker: a call running
+/// `pg_sleep(6)` on a pool of one is cut off (its task aborted) once the sleep runs on the
+/// server. The next caller's `SELECT 1` answers within a second, the sleep is gone from the
+/// server within 3 s, the call counts once as `cancelled`, and the driver did what it can:
+/// deadpool and sqlx serve the next caller on a new backend (the busy one discarded), bb8 on the
+/// same backend (its statement cancelled, then drained).
+async fn a_statement_cut_off_stops_on_the_server_and_the_next_caller_is_served<D: Cleans>() {
+    bounded(async {
+        let service = unique("cancel_cut");
+        let n = Names(&service);
+        let (_pool, metrics, tracked) = driver_pool::<D>(&service, 1);
+        let watch = Watch::new(&service).await;
+        let tracker = QueryPerformanceTracker::new(metrics.clone());
+
+        let call = tokio::spawn({
+            let tracked = tracked.clone();
+            async move {
+                tracker
+                    .track_query(
+                        "select",
+                        "sleepers",
+                        run_sql::<D>(&tracked, "SELECT pg_sleep(6)"),
+                    )
+                    .await
+            }
+        });
+        let sleeper = watch.sleeper().await;
+        call.abort();
+        let cut_at = Instant::now();
+        assert!(call.await.expect_err("aborted").is_cancelled());
+
+        let served = timeout(DEADLINE, run_sql::<D>(&tracked, "SELECT 1")).await;
+        let waited = cut_at.elapsed();
+        assert!(
+            matches!(served, Ok(Ok(()))),
+            "the next caller is served: {served:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(1),
+            "the next SELECT 1 answered in {waited:?}"
+        );
+        eventually(
+            "pg_sleep(6) stopped on the server",
+            SERVER_STOPS_WITHIN,
+            || async { watch.sleeping_now().await == 0 },
+        )
+        .await;
+        let stopped = cut_at.elapsed();
+        let expected = [
+            f64::from(u8::from(D::DETACHES)),
+            0.0,
+            0.0,
+            f64::from(u8::from(D::CANCELS)),
+        ];
+        eventually("the cleanup is counted", DEADLINE, || async {
+            n.cleanup(&scrape()) == expected
+        })
+        .await;
+        if D::DETACHES {
+            eventually(
+                "the busy backend is gone, one other serves",
+                DEADLINE,
+                || async {
+                    let backends = watch.backends().await;
+                    backends.len() == 1 && backends[0] != sleeper
+                },
+            )
+            .await;
+        } else {
+            assert_eq!(watch.backends().await, vec![sleeper], "drained and kept");
+        }
+        eprintln!(
+            "{}: next SELECT 1 answered {waited:?} after the cut; server stopped by {stopped:?}",
+            D::NAME
+        );
+
+        let e = scrape();
+        assert_eq!(n.queries(&e, "select", "sleepers"), [0.0, 0.0, 1.0]);
+        assert_eq!(n.cleanup(&e), expected);
+        assert_eq!(n.pool(&e, "connections_acquired_total"), 2.0);
+        assert_eq!(n.pool(&e, "connections_released_total"), 2.0);
+    })
+    .await;
+}
+
+/// Every driver, through the tracker: a call cut off while its connection is idle between two
+/// statements gives the connection back (the same backend serves the next caller, nothing
+/// discarded or cancelled).
+async fn a_call_cut_off_between_statements_keeps_its_connection<D: Cleans>() {
+    bounded(async {
+        let service = unique("cancel_between");
+        let n = Names(&service);
+        let (_pool, metrics, tracked) = driver_pool::<D>(&service, 1);
+        let watch = Watch::new(&service).await;
+        let tracker = QueryPerformanceTracker::new(metrics.clone());
+        let (ran_tx, ran) = tokio::sync::oneshot::channel::<()>();
+
+        let call = tokio::spawn({
+            let tracked = tracked.clone();
+            async move {
+                tracker
+                    .track_query("update", "between", async move {
+                        let mut c = tracked.get().await?;
+                        D::execute(&mut c, "SELECT 1").await?;
+                        let _ = ran_tx.send(());
+                        // idle between two statements: in-process work
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        D::execute(&mut c, "SELECT 2").await?;
+                        Ok::<(), BoxError>(())
+                    })
+                    .await
+            }
+        });
+        ran.await.expect("the first statement ran");
+        let first = watch.backends().await;
+        assert_eq!(first.len(), 1);
+        call.abort();
+        assert!(call.await.expect_err("aborted").is_cancelled());
+
+        let served = timeout(DEADLINE, run_sql::<D>(&tracked, "SELECT 1")).await;
+        assert!(
+            matches!(served, Ok(Ok(()))),
+            "the next caller is served: {served:?}"
+        );
+        assert_eq!(
+            watch.backends().await,
+            first,
+            "the same backend, no new one"
+        );
+        let e = scrape();
+        assert_eq!(n.queries(&e, "update", "between"), [0.0, 0.0, 1.0]);
+        assert_eq!(n.cleanup(&e), [0.0; 4]);
+    })
+    .await;
+}
+
+/// A generic tracked method: checks out, then sleeps `seconds` on the server.
+#[track_query(select, "macro", metrics = metrics)]
+async fn macro_sleep<D: Driver>(
+    metrics: &DatabaseMetrics,
+    tracked: &TrackedPool<D::Pool>,
+    seconds: f64,
+) -> Result<(), BoxError> {
+    run_sql::<D>(tracked, &format!("SELECT pg_sleep({seconds})")).await
+}
+
+/// The issue's storm for every driver: 2,000 tracked calls (macro, tracker, middleware) with
+/// random deadlines on a pool of 4, a third of them sleeping 5 s. Every call counted once,
+/// checkouts balanced, no backend runs a cut-off statement at the end, the pool serves, and the
+/// cleanup counted what the driver does (deadpool: every busy connection discarded and its
+/// statement cancelled; sqlx: discarded, nothing cancelled; bb8: cancelled, nothing discarded).
+async fn a_storm_of_cut_off_calls_leaves_nothing_running<D: Cleans>() {
+    const CALLS: u64 = 2_000;
+    const BATCH: u64 = 100;
+    bounded(async {
+        let service = unique("cancel_storm");
+        let n = Names(&service);
+        let (pool, metrics, tracked) = driver_pool::<D>(&service, 4);
+        let watch = Watch::new(&service).await;
+        let tracker = QueryPerformanceTracker::new(metrics.clone());
+        let middleware = create_repository_middleware(pool.clone(), metrics.clone());
+        let tallies: [Tally; 3] = Default::default();
+        let mut rng = StdRng::seed_from_u64(0x5707_CA9C);
+
+        for _ in 0..CALLS / BATCH {
+            let mut batch = tokio::task::JoinSet::new();
+            for _ in 0..BATCH {
+                let (deadline, seconds) = match rng.random_range(0..100) {
+                    0..10 => (DEADLINE, rng.random_range(0.0..0.005)),
+                    10..45 => (Duration::from_millis(rng.random_range(0..150)), 5.0),
+                    _ => (
+                        Duration::from_millis(rng.random_range(0..150)),
+                        rng.random_range(0.0..0.02),
+                    ),
+                };
+                let path = rng.random_range(0..3);
+                let tally = tallies[path].clone();
+                let (metrics, tracked, tracker, middleware) = (
+                    metrics.clone(),
+                    tracked.clone(),
+                    tracker.clone(),
+                    middleware.clone(),
+                );
+                batch.spawn(async move {
+                    let sql = format!("SELECT pg_sleep({seconds})");
+                    match path {
+                        0 => tally.count(
+                            &timeout(deadline, macro_sleep::<D>(&metrics, &tracked, seconds)).await,
+                        ),
+                        1 => {
+                            let work = tracker.track_query(
+                                "select",
+                                "tracker",
+                                run_sql::<D>(&tracked, &sql),
+                            );
+                            tally.count(&timeout(deadline, work).await);
+                        }
+                        _ => {
+                            let work = middleware.repository_method_tracker(
+                                "select",
+                                "middleware",
+                                "run_sql",
+                                run_sql::<D>(&tracked, &sql),
+                            );
+                            tally.count(&timeout(deadline, work).await);
+                        }
+                    }
+                });
+            }
+            while let Some(joined) = batch.join_next().await {
+                joined.expect("no call panics");
+            }
+        }
+
+        // every check has ended: the pool holds all its connections again
+        eventually("the pool is whole again", DEADLINE, || async {
+            tracked.status().is_some_and(|status| status.active() == 0)
+        })
+        .await;
+        eventually("no backend runs a cut-off statement", DEADLINE, || async {
+            watch.sleeping_now().await == 0
+        })
+        .await;
+        let settled = || async {
+            let e = scrape();
+            let [busy, _, _, cancelled] = n.cleanup(&e);
+            match (D::CANCELS, D::DETACHES) {
+                (true, true) => cancelled == busy,
+                (false, _) => cancelled == 0.0,
+                (true, false) => busy == 0.0,
+            }
+        };
+        eventually(
+            "the cleanup counted what the driver does",
+            DEADLINE,
+            settled,
+        )
+        .await;
+        let served = timeout(DEADLINE, run_sql::<D>(&tracked, "SELECT 1")).await;
+        assert!(matches!(served, Ok(Ok(()))), "the pool serves: {served:?}");
+
+        let e = scrape();
+        let [busy, broken, no_runtime, cancelled_on_server] = n.cleanup(&e);
+        assert_eq!([broken, no_runtime], [0.0, 0.0]);
+        if D::DETACHES {
+            assert!(busy > 0.0, "the storm left busy connections");
+        } else {
+            assert_eq!(busy, 0.0, "{} cannot discard", D::NAME);
+        }
+        if D::CANCELS {
+            assert!(
+                cancelled_on_server > 0.0,
+                "statements were cancelled on the server"
+            );
+        } else {
+            assert_eq!(
+                cancelled_on_server,
+                0.0,
+                "{} has no cancel request",
+                D::NAME
+            );
+        }
+        for (tally, table) in tallies.iter().zip(["macro", "tracker", "middleware"]) {
+            assert_eq!(n.queries(&e, "select", table), tally.by_result(), "{table}");
+        }
+        let counted: u64 = tallies.iter().map(Tally::total).sum();
+        assert_eq!(counted, CALLS, "every call counted by the test");
+        let acquired = n.pool(&e, "connections_acquired_total");
+        assert_eq!(n.pool(&e, "connections_released_total"), acquired);
+        assert_eq!(n.pool(&e, "connection_wait_seconds_count"), acquired);
+        assert_eq!(n.pool(&e, "connection_use_seconds_count"), acquired);
+        let cancelled: f64 = tallies.iter().map(|t| t.by_result()[2]).sum();
+        eprintln!(
+            "{} storm: {counted} calls ({cancelled} cancelled), {acquired} checkouts, {busy} busy \
+             connections discarded, {cancelled_on_server} statements cancelled on the server",
+            D::NAME
+        );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios on deadpool
 // ---------------------------------------------------------------------------------------------
 
 /// The issue's first scenario, through `#[track_query]`: `pg_sleep(6)` cut off at 200 ms.

@@ -11,13 +11,19 @@
 //! | `connections_overflow` | the callers inside [`TrackedPool::get`](crate::TrackedPool::get); bb8's `statistics.pending_gets()` is not used (it drifts: a cancelled get is never completed); `pool.get()` callers are not seen |
 //!
 //! bb8 does not say whether a checkout got a new connection: `connections_created_total` is not
-//! published for bb8 pools. bb8 has no weak pool handle and no `close`: the poller holds a clone
+//! published for bb8 pools. bb8 cannot take a connection out of its pool either: a connection a
+//! cancelled call left busy keeps its slot while its statement is cancelled (bb8-postgres
+//! connections, whose `Client` has a cancel request) and goes back once it answered (see
+//! `pool/cleanup.rs`); connections of other managers go back as they are. bb8 has no weak pool handle and no `close`: the poller holds a clone
 //! of the pool until the last `DatabaseMetrics` handle is dropped. bb8 cannot take a connection
 //! out of its pool, so health checks run on a dedicated connection (`Pool::dedicated_connection`,
 //! the manager's configuration), closed after the check.
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use bb8_postgres::PostgresConnectionManager;
@@ -25,10 +31,10 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Socket};
 
 use super::contract::{HealthCheckable, MonitoredPool, Probe, ProbeFailure, sealed};
-use super::postgres::{classify_postgres, first_row};
+use super::postgres::{self, classify_postgres, first_row};
 use crate::TrackedConnection;
 use crate::classify::{ClassifyError, POOL_TIMEOUT};
-use crate::pool::{PoolStatus, TimeoutStage};
+use crate::pool::{Cleanup, PoolStatus, TimeoutStage, Unfinished};
 use crate::transaction::BeginTransaction;
 
 impl<M: ManageConnection> sealed::Sealed for Pool<M> {}
@@ -87,6 +93,47 @@ where
     fn timeout_stage(error: &RunError<M::Error>) -> Option<TimeoutStage> {
         // bb8's connection timeout covers waiting for a slot and opening a connection alike.
         matches!(error, RunError::TimedOut).then_some(TimeoutStage::Wait)
+    }
+
+    fn release_unfinished(connection: PooledConnection<'static, M>, cleanup: Cleanup) {
+        // Only a tokio-postgres client (bb8-postgres, whatever its TLS) can be checked and
+        // its statement cancelled; another manager's connection goes back as it is.
+        if (&*connection as &dyn Any).is::<Client>() {
+            cleanup.start(Pooled(connection));
+        }
+    }
+}
+
+/// A bb8 connection whose `M::Connection` is a `tokio_postgres::Client`.
+struct Pooled<M: ManageConnection>(PooledConnection<'static, M>);
+
+impl<M: ManageConnection> Pooled<M> {
+    fn client(&self) -> Option<&Client> {
+        (&*self.0 as &dyn Any).downcast_ref()
+    }
+}
+
+impl<M: ManageConnection> Unfinished for Pooled<M> {
+    /// bb8 cannot take a connection out of its pool: it is drained instead.
+    type Detached = Self;
+    const DETACHES: bool = false;
+
+    async fn probe(&mut self) -> bool {
+        match self.client() {
+            Some(client) => postgres::answers(client).await,
+            None => true,
+        }
+    }
+
+    fn detach(self) -> Self {
+        self
+    }
+
+    async fn cancel(pooled: &mut Self) -> bool {
+        match pooled.client() {
+            Some(client) => postgres::cancel(client).await,
+            None => false,
+        }
     }
 }
 
@@ -182,6 +229,10 @@ where
     ) -> impl Future<Output = Result<Self::Transaction<'_>, tokio_postgres::Error>> + Send {
         let client: &mut Client = self;
         client.transaction()
+    }
+
+    fn unfinished_flag(&mut self) -> Option<Arc<AtomicBool>> {
+        Some(TrackedConnection::unfinished_flag(self))
     }
 }
 

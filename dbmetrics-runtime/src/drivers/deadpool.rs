@@ -29,7 +29,7 @@ use deadpool_postgres::{
 };
 
 use super::contract::{HealthCheckable, MonitoredPool, Probe, ProbeFailure, sealed};
-use super::postgres::{classify_postgres, first_row};
+use super::postgres::{self, classify_postgres, first_row};
 use crate::TrackedConnection;
 use crate::classify::{ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT};
 use crate::pool::{Cleanup, PoolStatus, TimeoutStage, Unfinished};
@@ -98,22 +98,18 @@ impl MonitoredPool for Pool {
 
 impl Unfinished for Object {
     type Detached = ClientWrapper;
+    const DETACHES: bool = true;
 
-    async fn probe(&mut self) -> bool {
-        self.simple_query("").await.is_ok()
+    fn probe(&mut self) -> impl Future<Output = bool> + Send + '_ {
+        postgres::answers(self)
     }
 
     fn detach(self) -> ClientWrapper {
         Object::take(self)
     }
 
-    async fn cancel(client: &mut ClientWrapper) -> bool {
-        client
-            .cancel_token()
-            .cancel_query(tokio_postgres::NoTls)
-            .await
-            .is_ok()
-            && client.simple_query("").await.is_ok()
+    fn cancel(client: &mut ClientWrapper) -> impl Future<Output = bool> + Send + '_ {
+        postgres::cancel(client)
     }
 }
 

@@ -1,6 +1,6 @@
 //! tokio-postgres, under deadpool-postgres and bb8-postgres (features `deadpool`, `bb8`): the
-//! classes of `tokio_postgres::Error`, the health-check query on a `Client`, and transactions on
-//! a `Client`.
+//! classes of `tokio_postgres::Error`, the health-check query on a `Client`, transactions on a
+//! `Client`, and the check and cancel request for a `Client` that a cancelled call left.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -43,6 +43,24 @@ pub(crate) fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
         return CONNECTION;
     }
     OTHER
+}
+
+/// Whether `client` answers an empty query (an error answer counts: the connection is idle
+/// again); `false` only when it is closed.
+pub(super) async fn answers(client: &tokio_postgres::Client) -> bool {
+    client.simple_query("").await.is_ok() || !client.is_closed()
+}
+
+/// Sends the cancel request for what `client` runs, then waits until it answers an empty query:
+/// `true` when it did. The pools do not give back their TLS connector, so the request goes
+/// without TLS (a server that requires TLS for it refuses it: `false`).
+pub(super) async fn cancel(client: &tokio_postgres::Client) -> bool {
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .is_ok()
+        && client.simple_query("").await.is_ok()
 }
 
 /// The class of `e` when it is a tokio-postgres error.

@@ -17,11 +17,25 @@
 //!    says when, so a connection reused after one could see the next caller's statement
 //!    cancelled instead.
 //!
+//! A driver that cannot take a connection out of its pool (bb8) drains it instead: in step 3
+//! the connection keeps its slot while the cancel request is sent and answered, then stays idle
+//! for [`CANCEL_GRACE`] (a cancel signal that arrives late finds an idle backend, which ignores
+//! it) and goes back to the pool; if it does not answer within [`CANCEL_TIMEOUT`] it goes back
+//! as it is. Nothing is counted as discarded for it but a broken connection, which the pool
+//! itself closes.
+//!
 //! Without a Tokio runtime (dropped outside one, or the runtime shuts down before the check
-//! ends) nothing can be checked: the connection is closed, `discarded{reason="no_runtime"}`.
+//! ends) nothing can be checked: the connection is closed, `discarded{reason="no_runtime"}`
+//! (a driver that cannot detach returns it as it is).
 //!
 //! A driver plugs in by implementing [`Unfinished`] for its connection and calling
 //! [`Cleanup::start`] from `MonitoredPool::release_unfinished`.
+
+// Without a driver feature there is no connection to clean up.
+#![cfg_attr(
+    not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")),
+    allow(dead_code)
+)]
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,16 +51,24 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long sending the cancel request and waiting for the busy connection to answer may take.
 pub(crate) const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a drained connection stays idle after its cancelled statement ended, before it
+/// goes back to the pool (drivers that cannot detach).
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_millis(100);
+
 /// A driver's connection that an unfinished call left.
 pub(crate) trait Unfinished: Send + Sized + 'static {
-    /// The connection out of its pool: its slot is free, and dropping it closes it.
+    /// The connection out of its pool: its slot is free, and dropping it closes it. For a
+    /// driver that cannot detach, the connection itself, which goes back when dropped.
     type Detached: Send + 'static;
 
+    /// Whether [`Unfinished::detach`] takes the connection out of its pool.
+    const DETACHES: bool;
+
     /// Runs an empty query: `true` when it answered, so every statement sent before it has
-    /// ended.
+    /// ended; `false` when the connection is broken.
     fn probe(&mut self) -> impl Future<Output = bool> + Send + '_;
 
-    /// Takes the connection out of its pool.
+    /// Takes the connection out of its pool (see [`Unfinished::DETACHES`]).
     fn detach(self) -> Self::Detached;
 
     /// Sends the driver's cancel request for what `detached` runs, then waits until it answers
@@ -118,17 +140,28 @@ impl<C: Unfinished> Left<C> {
             // Idle: back to the pool.
             Ok(true) => drop(connection),
             Ok(false) => {
+                // A driver that cannot detach gives the pool a broken connection, which it
+                // closes itself.
                 drop(connection.detach());
                 self.cleanup.count_discarded(DiscardReason::Broken);
             }
             Err(_elapsed) => {
                 let mut detached = connection.detach();
-                self.cleanup.count_discarded(DiscardReason::Busy);
-                if let Ok(true) =
-                    tokio::time::timeout(CANCEL_TIMEOUT, C::cancel(&mut detached)).await
-                {
-                    self.cleanup.count_cancelled();
+                if C::DETACHES {
+                    self.cleanup.count_discarded(DiscardReason::Busy);
                 }
+                let stopped = matches!(
+                    tokio::time::timeout(CANCEL_TIMEOUT, C::cancel(&mut detached)).await,
+                    Ok(true)
+                );
+                if stopped {
+                    self.cleanup.count_cancelled();
+                    if !C::DETACHES {
+                        tokio::time::sleep(CANCEL_GRACE).await;
+                    }
+                }
+                // Closed, or (a driver that cannot detach) back to the pool.
+                drop(detached);
             }
         }
     }
@@ -138,7 +171,9 @@ impl<C: Unfinished> Drop for Left<C> {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             drop(connection.detach());
-            self.cleanup.count_discarded(DiscardReason::NoRuntime);
+            if C::DETACHES {
+                self.cleanup.count_discarded(DiscardReason::NoRuntime);
+            }
         }
     }
 }

@@ -42,6 +42,7 @@ pub use cleanup::Cleanup;
 pub use status::{DiscardReason, PoolStatus, TimeoutStage};
 
 pub(crate) use activity::{LeakWatch, PoolActivity, Waiter};
+#[cfg(any(feature = "deadpool", feature = "sqlx", feature = "bb8"))]
 pub(crate) use cleanup::Unfinished;
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;

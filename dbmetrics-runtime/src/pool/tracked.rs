@@ -270,6 +270,7 @@ impl<P: MonitoredPool> TrackedConnection<P> {
 
     /// A flag that a call borrowing the connection raises when it does not finish, so that
     /// dropping the connection checks it even when that drop is an ordinary one.
+    #[cfg(any(feature = "deadpool", feature = "sqlx", feature = "bb8"))]
     pub(crate) fn unfinished_flag(&mut self) -> Arc<AtomicBool> {
         self.unfinished.get_or_insert_with(Arc::default).clone()
     }

@@ -10,10 +10,12 @@
 //! | `connections_overflow` | no sqlx number: the callers inside [`TrackedPool::get`](crate::TrackedPool::get) (and the tracked pool's executor); `pool.acquire()` callers are not seen |
 //!
 //! sqlx does not say whether a checkout got a new connection: `connections_created_total` is
-//! not published for sqlx pools. sqlx has no weak pool handle: the poller holds a clone of the
+//! not published for sqlx pools. A connection a cancelled call left is checked and, busy,
+//! closed without a cancel request (sqlx has none: see `cleanup.rs`). sqlx has no weak pool handle: the poller holds a clone of the
 //! pool until it is closed (`PgPool::close`) or the last `DatabaseMetrics` handle is dropped.
 
 mod classify;
+mod cleanup;
 mod executor;
 mod health;
 mod stream;
@@ -25,7 +27,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::contract::{MonitoredPool, sealed};
-use crate::pool::{PoolStatus, TimeoutStage};
+use crate::pool::{Cleanup, PoolStatus, TimeoutStage};
 
 pub(crate) use classify::{classify_dyn, classify_message};
 
@@ -84,5 +86,9 @@ impl MonitoredPool for PgPool {
     fn timeout_stage(error: &sqlx::Error) -> Option<TimeoutStage> {
         // sqlx's acquire timeout covers waiting for a slot and opening a connection alike.
         matches!(error, sqlx::Error::PoolTimedOut).then_some(TimeoutStage::Wait)
+    }
+
+    fn release_unfinished(connection: PoolConnection<Postgres>, cleanup: Cleanup) {
+        cleanup.start(connection);
     }
 }

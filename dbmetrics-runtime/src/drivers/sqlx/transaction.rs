@@ -2,6 +2,8 @@
 //! `TrackedConnection<PgPool>` and an open `sqlx::Transaction` (the nested one is a savepoint).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
@@ -32,9 +34,27 @@ macro_rules! begin_on_connection {
 begin_on_connection!(
     PgConnection,
     PoolConnection<Postgres>,
-    TrackedConnection<PgPool>,
     Transaction<'_, Postgres>,
 );
+
+impl BeginTransaction for TrackedConnection<PgPool> {
+    type Error = sqlx::Error;
+    type Transaction<'a>
+        = Transaction<'a, Postgres>
+    where
+        Self: 'a;
+
+    fn begin(
+        &mut self,
+    ) -> impl Future<Output = Result<Transaction<'_, Postgres>, sqlx::Error>> + Send {
+        let conn: &mut PgConnection = self;
+        Connection::begin(conn)
+    }
+
+    fn unfinished_flag(&mut self) -> Option<Arc<AtomicBool>> {
+        Some(TrackedConnection::unfinished_flag(self))
+    }
+}
 
 impl OpenTransaction for Transaction<'_, Postgres> {
     type Error = sqlx::Error;
