@@ -46,7 +46,8 @@ use crate::record::unfinished::dropping_unfinished;
 /// server. It is not handed to the next caller as it is: a task checks it with an empty query
 /// (at most 250 ms), returns it to the pool when it answers (it was idle), and otherwise takes
 /// it out of the pool, sends the driver's cancel request and closes it, counting
-/// `connections_discarded_total{reason}` and `queries_cancelled_on_server_total`. See the
+/// `connections_discarded_total{reason}` and `queries_cancelled_on_server_total` (sqlx has no
+/// cancel request; bb8 cannot take a connection out of its pool and drains it instead). See the
 /// README ("Reliability") for what is covered and what is not, and
 /// [`TrackedPool::cancel_on_drop`] to turn it off.
 ///
