@@ -69,12 +69,13 @@
 
 pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
-    AsOperation, CallSite, ClassifyError, DatabaseHealthChecker, DatabaseHealthCheckerBuilder,
-    DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, HealthStatus, InMemoryMetrics,
-    InfrastructureEnhancer, NoopMetrics, Operation, Outcome, QueryMetrics, QueryPerformanceTracker,
-    RecordedSample, RepositoryMiddleware, Sample, TrackOutcome, TrackedConnection, TrackedPool,
-    TrackedRepository, UnknownOperation, create_infrastructure_enhancer,
-    create_repository_middleware, setup_database_monitoring,
+    AsOperation, CallResult, CallSite, ClassifyError, DatabaseHealthChecker,
+    DatabaseHealthCheckerBuilder, DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error,
+    HealthStatus, InMemoryMetrics, InfrastructureEnhancer, MonitoredDatabase, NoPredicate,
+    NoopMetrics, Operation, Outcome, Predicate, QueryMetrics, QueryPerformanceTracker,
+    RecordedSample, RepositoryMiddleware, Sample, TrackOutcome, TrackedCall, TrackedConnection,
+    TrackedPool, TrackedRepository, UnknownOperation, create_infrastructure_enhancer,
+    create_repository_middleware, monitor_database, setup_database_monitoring,
 };
 pub use dbmetrics_runtime::{catalog, classify, health, pool, transaction};
 

@@ -134,6 +134,16 @@ impl DatabaseHealthChecker {
         }
     }
 
+    /// A checker with `config`, validated as [`DatabaseHealthCheckerBuilder::build`] does.
+    pub(crate) fn with_config<P: HealthCheckable>(
+        pool: P,
+        service: &str,
+        config: HealthConfig,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self::from_parts(pool, service.to_owned(), config))
+    }
+
     fn from_parts<P: HealthCheckable>(pool: P, service: String, config: HealthConfig) -> Self {
         Self {
             inner: Arc::new(Inner {

@@ -245,6 +245,25 @@ impl DatabaseMetrics {
         self.inner.poll_interval
     }
 
+    /// The slow-call log threshold (`None`: off), as set with
+    /// [`DatabaseMetricsBuilder::slow_query_threshold`](crate::DatabaseMetricsBuilder::slow_query_threshold).
+    pub fn slow_query_threshold(&self) -> Option<Duration> {
+        self.inner.slow_query_threshold
+    }
+
+    /// How many run-time names of each kind this handle admits as label values
+    /// ([`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit)).
+    pub fn label_limit(&self) -> usize {
+        self.inner.budget.limit()
+    }
+
+    /// Whether `query_duration_seconds` carries a `function` label
+    /// ([`DatabaseMetricsBuilder::function_label`](crate::DatabaseMetricsBuilder::function_label);
+    /// off for metrics made without a builder).
+    pub fn function_label(&self) -> bool {
+        self.inner.catalog.function_label()
+    }
+
     /// The metric catalog of this service, keyed by full metric name.
     pub fn get_metrics(&self) -> BTreeMap<String, MetricInfo> {
         self.inner.catalog.entries()

@@ -102,7 +102,7 @@ impl ContentRepository {
         }))
     }
 
-    #[track_query(select, name = "list_content")]
+    #[track_query(select, function = "list_content")]
     async fn list(&self, limit: i64) -> Result<Vec<Content>, RepoError> {
         let client = self.pool.get().await?;
         let rows = client
