@@ -46,9 +46,7 @@ impl InMemoryMetrics {
     /// How many queries of `operation` on `table` ended with `result`.
     pub fn query_count(&self, operation: Operation, table: &str, result: CallResult) -> usize {
         self.count(|s| {
-            s.operation == Some(operation)
-                && s.table == table
-                && s.outcome.call_result() == result
+            s.operation == Some(operation) && s.table == table && s.outcome.call_result() == result
         })
     }
 

@@ -326,9 +326,15 @@ mod tests {
                 Err(std::io::ErrorKind::Other.into())
             })
             .await;
-        assert_eq!(a.query_count(Operation::Insert, "t", CallResult::Success), 3);
+        assert_eq!(
+            a.query_count(Operation::Insert, "t", CallResult::Success),
+            3
+        );
         assert_eq!(a.query_count(Operation::Insert, "t", CallResult::Error), 0);
-        assert_eq!(b.query_count(Operation::Insert, "t", CallResult::Success), 0);
+        assert_eq!(
+            b.query_count(Operation::Insert, "t", CallResult::Success),
+            0
+        );
         assert_eq!(b.query_count(Operation::Insert, "t", CallResult::Error), 1);
         assert_eq!(
             b.query_errors(Operation::Insert, "t"),
@@ -336,7 +342,10 @@ mod tests {
         );
         assert!(a.query_errors(Operation::Insert, "t").is_empty());
         // Reading does not drain.
-        assert_eq!(a.query_count(Operation::Insert, "t", CallResult::Success), 3);
+        assert_eq!(
+            a.query_count(Operation::Insert, "t", CallResult::Success),
+            3
+        );
         assert_eq!(
             a.series()
                 .iter()
