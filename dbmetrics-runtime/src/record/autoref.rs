@@ -32,28 +32,11 @@ pub fn forced_error(class: Option<&'static str>) -> Outcome {
     }
 }
 
-/// A value that is not a `Result` but classifies itself: a success unless `error_if` says
-/// otherwise, and then of its own class.
-pub trait ViaClassifyValue {
-    fn __dbmetrics_outcome(&self) -> Outcome;
-    fn __dbmetrics_class(&self) -> Option<&'static str>;
-}
-impl<T: ClassifyError + ?Sized> ViaClassifyValue for &&&&&Wrap<'_, T> {
-    #[inline]
-    fn __dbmetrics_outcome(&self) -> Outcome {
-        Outcome::Success
-    }
-    #[inline]
-    fn __dbmetrics_class(&self) -> Option<&'static str> {
-        Some(self.0.error_type())
-    }
-}
-
 pub trait ViaClassify {
     fn __dbmetrics_outcome(&self) -> Outcome;
     fn __dbmetrics_class(&self) -> Option<&'static str>;
 }
-impl<T, E: ClassifyError> ViaClassify for &&&&Wrap<'_, Result<T, E>> {
+impl<T, E: ClassifyError> ViaClassify for &&&&&Wrap<'_, Result<T, E>> {
     #[inline]
     fn __dbmetrics_outcome(&self) -> Outcome {
         Outcome::of_classified(self.0.as_ref())
@@ -61,6 +44,23 @@ impl<T, E: ClassifyError> ViaClassify for &&&&Wrap<'_, Result<T, E>> {
     #[inline]
     fn __dbmetrics_class(&self) -> Option<&'static str> {
         self.0.as_ref().err().map(E::error_type)
+    }
+}
+
+/// A value that is not a `Result` but classifies itself: a success unless `error_if` says
+/// otherwise, and then of its own class.
+pub trait ViaClassifyValue {
+    fn __dbmetrics_outcome(&self) -> Outcome;
+    fn __dbmetrics_class(&self) -> Option<&'static str>;
+}
+impl<T: ClassifyError + ?Sized> ViaClassifyValue for &&&&Wrap<'_, T> {
+    #[inline]
+    fn __dbmetrics_outcome(&self) -> Outcome {
+        Outcome::Success
+    }
+    #[inline]
+    fn __dbmetrics_class(&self) -> Option<&'static str> {
+        Some(self.0.error_type())
     }
 }
 
