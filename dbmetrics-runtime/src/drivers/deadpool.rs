@@ -29,8 +29,10 @@ use crate::classify::{
 use crate::pool::{PoolStatus, TimeoutStage};
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl sealed::Sealed for Pool {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl MonitoredPool for Pool {
     type Connection = Object;
     type Target = Object;
@@ -95,6 +97,7 @@ fn pool_status(status: Status) -> PoolStatus {
 
 /// A connection held by a health check.
 #[doc(hidden)]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 #[derive(Debug)]
 pub enum ProbeConnection {
     /// From the pool.
@@ -103,6 +106,7 @@ pub enum ProbeConnection {
     Dedicated(ClientWrapper),
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl HealthCheckable for Pool {
     type ProbeConnection = ProbeConnection;
 
@@ -176,12 +180,14 @@ async fn first_row(
         .unwrap_or_default())
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl ClassifyError for tokio_postgres::Error {
     fn error_type(&self) -> &'static str {
         classify_postgres(self)
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl ClassifyError for PoolError {
     fn error_type(&self) -> &'static str {
         classify_pool(self)
@@ -258,6 +264,7 @@ pub(super) fn classify_message(message: &str) -> Option<&'static str> {
 
 macro_rules! begin_with {
     ($($client:ty => $transaction:ty, $begin:path;)+) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
         impl BeginTransaction for $client {
             type Error = tokio_postgres::Error;
             type Transaction<'a>
@@ -283,6 +290,7 @@ begin_with! {
     deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl OpenTransaction for tokio_postgres::Transaction<'_> {
     type Error = tokio_postgres::Error;
 
@@ -295,6 +303,7 @@ impl OpenTransaction for tokio_postgres::Transaction<'_> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl OpenTransaction for deadpool_postgres::Transaction<'_> {
     type Error = tokio_postgres::Error;
 
