@@ -1,6 +1,10 @@
 //! [`TrackedCall`]: the future of one call tracked without an attribute (the tracker, the
 //! middleware, `transaction::run`), and [`TrackOutcome`], how its output says how it ended.
 
+// pin-project-lite takes `?Sized` only alone, so `TrackedCall`'s trait bound on the same
+// parameter goes in a where clause (and into the items the macro generates).
+#![allow(clippy::multiple_bound_locations)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -250,7 +254,7 @@ where
                 SiteKind::Query { table, .. } => table.unwrap_or(""),
                 SiteKind::Transaction { name } => name,
             };
-            *this.state = State::Running(CallGuard::start(*this.metrics, *this.site, table));
+            *this.state = State::Running(CallGuard::start(*this.metrics, this.site, table));
         }
         let State::Running(guard) = this.state else {
             panic!("a TrackedCall was polled after it completed");

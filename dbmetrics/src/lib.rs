@@ -2,12 +2,14 @@
 //!
 //! - `#[track_query(select, "content")]` on a repository method records its latency, result
 //!   (`success`, `error`, `cancelled`) and error class (the SQLSTATE condition name);
-//! - [`setup_database_monitoring`] publishes a deadpool-postgres pool's gauges;
+//! - [`monitor_database`] wires a deadpool-postgres pool in one call: its metrics (gauges
+//!   polled), a [`TrackedPool`] (checkouts counted and timed) and a [`DatabaseHealthChecker`],
+//!   from one service name ([`setup_database_monitoring`] sets up the metrics alone);
 //! - [`exporter::install_recorder`] installs the Prometheus exporter with histogram buckets
 //!   fine enough for sub-millisecond queries;
-//! - [`DatabaseHealthChecker`] answers health probes within a timeout ([`health`]), and with
-//!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz` and
-//!   `/health/detailed`.
+//! - [`DatabaseHealthChecker`] answers readiness probes within a timeout ([`health`]), and with
+//!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz`,
+//!   `/health/detailed` and `/livez` (liveness, without the database).
 //!
 //! Everything is recorded through the [`metrics`](https://docs.rs/metrics) facade, so any
 //! `metrics` recorder works; with none installed, everything runs and records nothing.
