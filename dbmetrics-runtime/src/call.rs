@@ -49,7 +49,7 @@ pub trait TrackOutcome {
 
     /// The `error_type` of this value when [`TrackedCall::error_if`] marks it as failed: the
     /// class of the error it holds, if any (default `None`: the class is `other`).
-    fn error_type(&self) -> Option<&'static str> {
+    fn error_class(&self) -> Option<&'static str> {
         None
     }
 }
@@ -61,7 +61,7 @@ impl<T, E: ClassifyError> TrackOutcome for Result<T, E> {
     }
 
     #[inline]
-    fn error_type(&self) -> Option<&'static str> {
+    fn error_class(&self) -> Option<&'static str> {
         self.as_ref().err().map(E::error_type)
     }
 }
@@ -151,7 +151,7 @@ pin_project_lite::pin_project! {
     /// ```
     ///
     /// `ok_if` wins when both hold; `error_if` records the class of the error the output
-    /// holds, if any ([`TrackOutcome::error_type`]), else `other`.
+    /// holds, if any ([`TrackOutcome::error_class`]), else `other`.
     #[must_use = "futures do nothing unless polled"]
     pub struct TrackedCall<'m, M: ?Sized, F, OkIf = NoPredicate, ErrorIf = NoPredicate>
     where
@@ -280,7 +280,7 @@ fn decide<T: TrackOutcome>(
     }
     if error_if.is_some_and(|p| p.test(output)) {
         return Outcome::Error {
-            error_type: output.error_type().unwrap_or(OTHER),
+            error_type: output.error_class().unwrap_or(OTHER),
         };
     }
     output.outcome()

@@ -281,6 +281,9 @@ async fn the_function_label_is_off_by_default_and_names_each_site_when_on() {
         .build()
         .unwrap();
     assert!(replica.function_label());
+    // and so do metrics without a pool under its name
+    assert!(DatabaseMetrics::new(&on).unwrap().function_label());
+    assert!(!DatabaseMetrics::new(&off).unwrap().function_label());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

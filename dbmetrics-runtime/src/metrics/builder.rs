@@ -37,6 +37,20 @@ pub fn setup_database_monitoring<P: MonitoredPool>(
 }
 
 impl DatabaseMetrics {
+    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
+    /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
+    /// The `function` label follows the setting of the service's monitored pools, if any (off
+    /// otherwise): it holds for the whole service.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn new(service: &str) -> Result<Self, Error> {
+        let function_label = registry::lock()
+            .any_of(service)
+            .is_some_and(|other| other.function_label());
+        Self::without_pool(service, None, function_label)
+    }
+
     /// Starts configuring monitoring of `pool` for `service`.
     pub fn builder<P: MonitoredPool>(pool: &P, service: &str) -> DatabaseMetricsBuilder<P> {
         DatabaseMetricsBuilder::new(pool.clone(), service)

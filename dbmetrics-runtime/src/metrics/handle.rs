@@ -106,15 +106,6 @@ impl DatabaseMetrics {
     /// [`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit).
     pub const DEFAULT_LABEL_LIMIT: usize = 1000;
 
-    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
-    /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
-    pub fn new(service: &str) -> Result<Self, Error> {
-        Self::without_pool(service, None)
-    }
-
     /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
     /// of the process's recorder, whichever thread records.
     #[cfg(feature = "testing")]
@@ -122,14 +113,16 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Arc<dyn metrics::Recorder + Send + Sync>,
     ) -> Result<Self, Error> {
-        Self::without_pool(service, Some(recorder))
+        Self::without_pool(service, Some(recorder), false)
     }
 
-    fn without_pool(
+    /// Metrics for `service` without a pool, recording into `recorder` (`None`: the process's).
+    pub(super) fn without_pool(
         service: &str,
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+        function_label: bool,
     ) -> Result<Self, Error> {
-        let catalog = Catalog::new(service)?;
+        let catalog = Catalog::new(service)?.with_function_label(function_label);
         let metrics = Self::from_parts(Parts {
             catalog,
             pool_name: None,
