@@ -10,7 +10,7 @@ use crate::drivers::DefaultPool;
 use crate::metrics::DatabaseMetrics;
 use crate::pool::MonitoredPool;
 use crate::record::{CallSite, Operation, QueryMetrics};
-use crate::sites;
+use crate::sites::{self, Function};
 
 /// An operation given at run time: an [`Operation`] or its name (`"select"`, ...).
 ///
@@ -115,7 +115,12 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
         F::Output: TrackOutcome,
     {
         // Resolved now, so that the returned future is one state machine, not two.
-        let site = query_site(&self.metrics, &operation, table, "track_query");
+        let site = query_site(
+            &self.metrics,
+            &operation,
+            table,
+            Function::Ours("track_query"),
+        );
         TrackedCall::new(&self.metrics, site, future)
     }
 
@@ -181,7 +186,7 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
         F: Future,
         F::Output: TrackOutcome,
     {
-        let site = query_site(&self.metrics, &operation, table, method);
+        let site = query_site(&self.metrics, &operation, table, Function::Given(method));
         TrackedCall::new(&self.metrics, site, future)
     }
 
@@ -202,12 +207,12 @@ fn query_site<M: QueryMetrics + ?Sized>(
     metrics: &M,
     operation: &impl AsOperation,
     table: &str,
-    function: &str,
+    function: Function<'_>,
 ) -> &'static CallSite {
     let operation = match operation.as_operation() {
         Ok(operation) => operation,
         Err(bad) => {
-            warn_unknown_operation(bad, table, function);
+            warn_unknown_operation(bad, table, function.as_str());
             Operation::Other
         }
     };
