@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Serves `POST /content`, `GET /content/{id}`, `GET /content`, `DELETE /content/{id}`,
-//! `POST /content/{id}/archive`, and dbmetrics' `/metrics`, `/healthz`, `/health/detailed`.
+//! `POST /content/{id}/archive`, and dbmetrics' `/metrics`, `/healthz`, `/health/detailed`,
+//! `/livez`.
 //! With `--traffic` it drives a realistic mix through its own router (reads, writes, duplicate
 //! keys, statement timeouts, client-side timeouts, pool starvation on a small batch pool) and
 //! prints a one-screen summary. PostgreSQL comes from `DATABASE_URL`, else 127.0.0.1:5432,
@@ -23,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dbmetrics::{
-    DatabaseHealthChecker, DatabaseMetrics, TrackedPool, TrackedRepository,
-    create_infrastructure_enhancer, track_query, track_transaction,
+    DatabaseHealthChecker, DatabaseMetrics, TrackedPool, TrackedRepository, track_query,
+    track_transaction,
 };
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
@@ -102,7 +103,7 @@ impl ContentRepository {
         }))
     }
 
-    #[track_query(select, name = "list_content")]
+    #[track_query(select, function = "list_content")]
     async fn list(&self, limit: i64) -> Result<Vec<Content>, RepoError> {
         let client = self.pool.get().await?;
         let rows = client
@@ -376,32 +377,28 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let pool = db.pool(8);
     let batch_pool = batch_pool(&db);
 
-    let metrics = dbmetrics::setup_database_monitoring(&pool, "content_service")?;
-    let batch_metrics = DatabaseMetrics::builder(&batch_pool, "content_service")
+    //    One call each: metrics, a tracked pool and a health checker from one service name.
+    let content = dbmetrics::monitor_database(&pool, "content_service")?;
+    let batch = DatabaseMetrics::builder(&batch_pool, "content_service")
         .pool_name("batch_operations")
-        .build()?;
-    let enhancer = create_infrastructure_enhancer(metrics.clone());
-    let batch_enhancer = create_infrastructure_enhancer(batch_metrics);
+        .build_monitored()?;
     let repo = ContentRepository {
-        pool: enhancer.enhance_pool(pool.clone(), "default"),
+        pool: content.pool,
         // A report holding its connection for more than 250 ms is logged and counted as a
         // suspected leak, with the line of its checkout.
-        batch_pool: batch_enhancer
-            .enhance_pool(batch_pool.clone(), "batch_operations")
-            .leak_threshold(Duration::from_millis(250)),
-        metrics,
+        batch_pool: batch.pool.leak_threshold(Duration::from_millis(250)),
+        metrics: content.metrics,
     };
     repo.create_schema().await?;
 
-    // 4. Health checks and the routes.
-    let checker = DatabaseHealthChecker::new(pool.clone(), "content_service");
-    let router = app(AppState { repo }, checker, prometheus.clone());
+    // 4. The routes: the main pool's health checks, /metrics, /livez.
+    let router = app(AppState { repo }, content.health, prometheus.clone());
 
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
     println!(
-        "content_service on http://{0}  (GET /metrics, /healthz, /health/detailed, /content)",
+        "content_service on http://{0}  (GET /metrics, /healthz, /health/detailed, /livez, /content)",
         options.listen
     );
     let server = tokio::spawn({
