@@ -210,15 +210,16 @@ struct Options {
     exit_after_traffic: bool,
 }
 
-const USAGE: &str = "usage: content_service [--driver deadpool|sqlx|bb8] [--listen ADDR] \
-                     [--traffic] [--duration SECS] [--workers N] [--exit-after-traffic]\n\
-  --driver NAME          the pool library: deadpool (default, deadpool-postgres), sqlx (PgPool)\n\
-                         or bb8 (bb8-postgres)\n\
-  --listen ADDR          where to serve (default 127.0.0.1:8080)\n\
-  --traffic              drive a realistic mix of requests through the service\n\
-  --duration SECS        how long the traffic runs (default 30)\n\
-  --workers N            concurrent traffic workers (default 16; the pool has 8 connections)\n\
-  --exit-after-traffic   exit when the traffic is done instead of serving on\n\
+const USAGE: &str = "\
+usage: content_service [--driver NAME] [--listen ADDR] [--traffic] [--duration SECS]
+                       [--workers N] [--exit-after-traffic]
+  --driver NAME          the pool library: deadpool (default; deadpool-postgres),
+                         sqlx (sqlx::PgPool) or bb8 (bb8-postgres)
+  --listen ADDR          where to serve (default 127.0.0.1:8080)
+  --traffic              drive a realistic mix of requests through the service
+  --duration SECS        how long the traffic runs (default 30)
+  --workers N            concurrent traffic workers (default 16; the pool has 8 connections)
+  --exit-after-traffic   exit when the traffic is done instead of serving on
 PostgreSQL: DATABASE_URL, else 127.0.0.1:5432, else a throwaway cluster.";
 
 fn parse_options() -> Result<Options, String> {
