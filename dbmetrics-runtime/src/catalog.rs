@@ -16,7 +16,7 @@
 //! | `{service}_database_connection_wait_seconds` | histogram | pool | time to acquire a connection |
 //! | `{service}_database_connection_use_seconds` | histogram | pool | time a connection was held |
 //! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` (deadpool `TimeoutType`) |
-//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result | one tracked query |
+//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result (+ function, with `function_label(true)`) | one tracked query |
 //! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
 //! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
 //! | `{service}_database_errors_total` | counter | operation, table, error_type | failed tracked queries and transactions |
