@@ -18,7 +18,7 @@
 //! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` |
 //! | `{service}_database_connection_leaks_total` | counter | pool | connections held longer than the tracked pool's leak threshold (off unless set) |
 //! | `{service}_database_connection_acquire_cancelled_total` | counter | pool | checkouts whose future was dropped before it got a connection |
-//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result | one tracked query |
+//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result (+ function, with `function_label(true)`) | one tracked query |
 //! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
 //! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
 //! | `{service}_database_errors_total` | counter | operation, table, error_type | failed tracked queries and transactions |
