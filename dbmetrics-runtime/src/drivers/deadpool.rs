@@ -27,8 +27,10 @@ use crate::classify::{ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT};
 use crate::pool::{PoolStatus, TimeoutStage};
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl sealed::Sealed for Pool {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl MonitoredPool for Pool {
     type Connection = Object;
     type Target = Object;
@@ -95,6 +97,7 @@ fn pool_status(status: Status) -> PoolStatus {
 
 /// A connection held by a health check.
 #[doc(hidden)]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 #[derive(Debug)]
 pub enum ProbeConnection {
     /// From the pool.
@@ -103,6 +106,7 @@ pub enum ProbeConnection {
     Dedicated(ClientWrapper),
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl HealthCheckable for Pool {
     type ProbeConnection = ProbeConnection;
 
@@ -154,6 +158,7 @@ impl HealthCheckable for Pool {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl ClassifyError for PoolError {
     fn error_type(&self) -> &'static str {
         classify_pool(self)
@@ -190,6 +195,7 @@ pub(super) fn classify_message(message: &str) -> Option<&'static str> {
 
 macro_rules! begin_with {
     ($($client:ty => $transaction:ty, $begin:path;)+) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
         impl BeginTransaction for $client {
             type Error = tokio_postgres::Error;
             type Transaction<'a>
@@ -213,6 +219,7 @@ begin_with! {
     deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl OpenTransaction for deadpool_postgres::Transaction<'_> {
     type Error = tokio_postgres::Error;
 
