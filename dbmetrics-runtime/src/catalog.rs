@@ -18,10 +18,9 @@
 //! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` |
 //! | `{service}_database_connection_leaks_total` | counter | pool | connections held longer than the tracked pool's leak threshold (off unless set) |
 //! | `{service}_database_connection_acquire_cancelled_total` | counter | pool | checkouts whose future was dropped before it got a connection |
-//! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` (deadpool `TimeoutType`) |
 //! | `{service}_database_connections_discarded_total` | counter | pool, reason | connections a cancelled or panicking call left, closed instead of returned: `busy` (still running a statement), `broken`, `no_runtime` |
 //! | `{service}_database_queries_cancelled_on_server_total` | counter | pool | statements stopped on the server by a cancel request after their call was cancelled |
-//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result | one tracked query |
+//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result (+ function, with `function_label(true)`) | one tracked query |
 //! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
 //! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
 //! | `{service}_database_errors_total` | counter | operation, table, error_type | failed tracked queries and transactions |
@@ -265,11 +264,16 @@ pub fn histogram_suffixes() -> impl Iterator<Item = &'static str> {
         .map(|s| s.suffix)
 }
 
+/// The labels of `query_duration_seconds` with the optional `function` label.
+const QUERY_LABELS_WITH_FUNCTION: &[&str] = &["operation", "table", "result", "function"];
+
 /// The metric names of one service.
 #[derive(Clone, Debug)]
 pub(crate) struct Catalog {
     service: SharedString,
     names: Vec<KeyName>,
+    /// `query_duration_seconds` carries a `function` label.
+    function_label: bool,
 }
 
 impl Catalog {
@@ -283,7 +287,19 @@ impl Catalog {
         Ok(Self {
             service: SharedString::from(service.to_owned()),
             names,
+            function_label: false,
         })
+    }
+
+    /// This catalog, with or without the `function` label on `query_duration_seconds`.
+    pub(crate) fn with_function_label(mut self, on: bool) -> Self {
+        self.function_label = on;
+        self
+    }
+
+    /// Whether `query_duration_seconds` carries a `function` label.
+    pub(crate) fn function_label(&self) -> bool {
+        self.function_label
     }
 
     /// The service name every metric is prefixed with.
@@ -317,13 +333,19 @@ impl Catalog {
         SPECS
             .iter()
             .zip(&self.names)
-            .map(|(spec, name)| {
+            .enumerate()
+            .map(|(i, (spec, name))| {
+                let labels = if self.function_label && i == Metric::QueryDuration as usize {
+                    QUERY_LABELS_WITH_FUNCTION
+                } else {
+                    spec.labels
+                };
                 let info = MetricInfo {
                     name: name.as_str().to_owned(),
                     kind: spec.kind,
                     help: spec.help,
                     unit: spec.unit.map(|u| u.as_str()),
-                    labels: spec.labels,
+                    labels,
                 };
                 (info.name.clone(), info)
             })
@@ -378,6 +400,13 @@ mod tests {
         let errors = &entries["content_service_database_errors_total"];
         assert_eq!(errors.kind, MetricKind::Counter);
         assert_eq!(errors.labels, &["operation", "table", "error_type"]);
+        let query = "content_service_database_query_duration_seconds";
+        assert_eq!(entries[query].labels, &["operation", "table", "result"]);
+        let with_function = catalog.with_function_label(true).entries();
+        assert_eq!(
+            with_function[query].labels,
+            &["operation", "table", "result", "function"]
+        );
     }
 
     #[test]

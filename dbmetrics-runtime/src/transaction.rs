@@ -67,10 +67,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::call::TrackedCall;
 use crate::classify::ClassifyError;
 use crate::record::QueryMetrics;
 use crate::sites;
-use crate::tracker::track;
 
 /// The future a [`run`] closure returns: `Box::pin(async move { ... })`, borrowing the
 /// transaction for `'t`.
@@ -176,7 +176,7 @@ where
     // Boxed and checked for `Send` here, where the bounds are known: a caller (or an enclosing
     // `run`) never has to prove it through the closure's higher-ranked lifetimes.
     let site = sites::transaction_site(metrics.label_budget(), name);
-    Box::pin(track(metrics, site, async move {
+    Box::pin(TrackedCall::new(metrics, site, async move {
         let mut guard = UnfinishedGuard {
             flag: client.unfinished_flag(),
         };

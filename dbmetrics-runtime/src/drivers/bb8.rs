@@ -37,8 +37,10 @@ use crate::classify::{ClassifyError, POOL_TIMEOUT};
 use crate::pool::{Cleanup, PoolStatus, TimeoutStage, Unfinished};
 use crate::transaction::BeginTransaction;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<M: ManageConnection> sealed::Sealed for Pool<M> {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<M> MonitoredPool for Pool<M>
 where
     M: ManageConnection,
@@ -85,6 +87,9 @@ where
     }
 
     const COUNTS_CREATED: bool = false;
+    /// bb8 cannot take a connection out of its pool: it is drained instead (bb8-postgres).
+    const DISCARDS: bool = false;
+    const CANCELS_ON_SERVER: bool = true;
 
     fn is_new(_: &PooledConnection<'static, M>) -> bool {
         false
@@ -113,6 +118,7 @@ impl<M: ManageConnection> Pooled<M> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<M: ManageConnection> Unfinished for Pooled<M> {
     /// bb8 cannot take a connection out of its pool: it is drained instead.
     type Detached = Self;
@@ -152,6 +158,7 @@ fn shared_state_address(debug: &str) -> usize {
 
 /// bb8-postgres' pool error. Another manager's `RunError<E>` classifies through
 /// [`classify`](crate::classify::classify), which finds `E` as its source.
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl ClassifyError for RunError<tokio_postgres::Error> {
     fn error_type(&self) -> &'static str {
         match self {
@@ -180,6 +187,7 @@ pub(super) fn classify_message(message: &str) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct ProbeConnection(Client);
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<Tls> HealthCheckable for Pool<PostgresConnectionManager<Tls>>
 where
     Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -211,6 +219,7 @@ where
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<Tls> BeginTransaction for TrackedConnection<Pool<PostgresConnectionManager<Tls>>>
 where
     Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,

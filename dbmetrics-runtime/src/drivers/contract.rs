@@ -75,6 +75,14 @@ pub trait MonitoredPool: Clone + Send + Sync + 'static + sealed::Sealed {
     /// means something): `connections_created_total` is published only then.
     #[doc(hidden)]
     const COUNTS_CREATED: bool;
+    /// Whether a connection a cancelled call left busy can be taken out of the pool and closed:
+    /// `connections_discarded_total` is published only then.
+    #[doc(hidden)]
+    const DISCARDS: bool;
+    /// Whether the driver has a cancel request for a running statement:
+    /// `queries_cancelled_on_server_total` is published only then.
+    #[doc(hidden)]
+    const CANCELS_ON_SERVER: bool;
     /// Whether the connection was opened for this checkout (never handed out before); `false`
     /// when the driver does not say.
     #[doc(hidden)]
@@ -188,6 +196,8 @@ impl MonitoredPool for NoPool {
         connection
     }
     const COUNTS_CREATED: bool = false;
+    const DISCARDS: bool = false;
+    const CANCELS_ON_SERVER: bool = false;
     fn is_new(connection: &NoPool) -> bool {
         match *connection {}
     }

@@ -35,8 +35,10 @@ use crate::classify::{ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT};
 use crate::pool::{Cleanup, PoolStatus, TimeoutStage, Unfinished};
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl sealed::Sealed for Pool {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl MonitoredPool for Pool {
     type Connection = Object;
     type Target = Object;
@@ -76,6 +78,8 @@ impl MonitoredPool for Pool {
     }
 
     const COUNTS_CREATED: bool = true;
+    const DISCARDS: bool = true;
+    const CANCELS_ON_SERVER: bool = true;
 
     fn is_new(connection: &Object) -> bool {
         let metrics = Object::metrics(connection);
@@ -96,6 +100,7 @@ impl MonitoredPool for Pool {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl Unfinished for Object {
     type Detached = ClientWrapper;
     const DETACHES: bool = true;
@@ -124,6 +129,7 @@ fn pool_status(status: Status) -> PoolStatus {
 
 /// A connection held by a health check.
 #[doc(hidden)]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 #[derive(Debug)]
 pub enum ProbeConnection {
     /// From the pool.
@@ -132,6 +138,7 @@ pub enum ProbeConnection {
     Dedicated(ClientWrapper),
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl HealthCheckable for Pool {
     type ProbeConnection = ProbeConnection;
 
@@ -183,6 +190,7 @@ impl HealthCheckable for Pool {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl ClassifyError for PoolError {
     fn error_type(&self) -> &'static str {
         classify_pool(self)
@@ -219,6 +227,7 @@ pub(super) fn classify_message(message: &str) -> Option<&'static str> {
 
 macro_rules! begin_with {
     ($($client:ty => $transaction:ty, $begin:path;)+) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
         impl BeginTransaction for $client {
             type Error = tokio_postgres::Error;
             type Transaction<'a>
@@ -241,6 +250,7 @@ begin_with! {
     deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl BeginTransaction for TrackedConnection<Pool> {
     type Error = tokio_postgres::Error;
     type Transaction<'a>
@@ -259,6 +269,7 @@ impl BeginTransaction for TrackedConnection<Pool> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl OpenTransaction for deadpool_postgres::Transaction<'_> {
     type Error = tokio_postgres::Error;
 

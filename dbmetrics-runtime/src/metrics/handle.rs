@@ -13,7 +13,7 @@ use super::series::SiteHandles;
 use super::site_cache::SiteCache;
 use crate::catalog::{Catalog, MetricInfo};
 use crate::error::Error;
-use crate::pool::{MonitoredPool, PoolActivity, PoolSeries, spawn_poller};
+use crate::pool::{MonitoredPool, PoolActivity, PoolSeries, Publishes, spawn_poller};
 use crate::record::{LabelBudget, QueryMetrics, Sample};
 use crate::slow_log::SlowLog;
 
@@ -40,9 +40,8 @@ pub(super) struct Inner {
     pool: Option<RwLock<PoolLabel>>,
     /// What the tracked pools of the label do now (waiting callers, leak watch); with `pool`.
     activity: Option<Arc<PoolActivity>>,
-    /// The driver says which checkouts got a new connection: `connections_created_total` is
-    /// published.
-    counts_created: bool,
+    /// The checkout series the pool's driver can fill (see [`Publishes`]).
+    publishes: Publishes,
     /// The monitored pool, once registered (see [`PoolRef`]).
     pool_ref: OnceLock<PoolRef>,
     /// The bound on names given at run time.
@@ -86,8 +85,8 @@ pub(super) struct Parts {
     pub(super) catalog: Catalog,
     /// The pool label, for metrics that monitor a pool.
     pub(super) pool_name: Option<&'static str>,
-    /// The pool's driver says which checkouts got a new connection.
-    pub(super) counts_created: bool,
+    /// The checkout series the pool's driver can fill.
+    pub(super) publishes: Publishes,
     pub(super) poll_interval: Duration,
     pub(super) slow_query_threshold: Option<Duration>,
     pub(super) label_limit: usize,
@@ -116,15 +115,6 @@ impl DatabaseMetrics {
     /// [`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit).
     pub const DEFAULT_LABEL_LIMIT: usize = 1000;
 
-    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
-    /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
-    pub fn new(service: &str) -> Result<Self, Error> {
-        Self::without_pool(service, None)
-    }
-
     /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
     /// of the process's recorder, whichever thread records.
     #[cfg(feature = "testing")]
@@ -132,18 +122,20 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Arc<dyn metrics::Recorder + Send + Sync>,
     ) -> Result<Self, Error> {
-        Self::without_pool(service, Some(recorder))
+        Self::without_pool(service, Some(recorder), false)
     }
 
-    fn without_pool(
+    /// Metrics for `service` without a pool, recording into `recorder` (`None`: the process's).
+    pub(super) fn without_pool(
         service: &str,
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+        function_label: bool,
     ) -> Result<Self, Error> {
-        let catalog = Catalog::new(service)?;
+        let catalog = Catalog::new(service)?.with_function_label(function_label);
         let metrics = Self::from_parts(Parts {
             catalog,
             pool_name: None,
-            counts_created: false,
+            publishes: Publishes::default(),
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(Self::DEFAULT_SLOW_QUERY_THRESHOLD),
             label_limit: Self::DEFAULT_LABEL_LIMIT,
@@ -170,7 +162,7 @@ impl DatabaseMetrics {
                 pool: parts
                     .pool_name
                     .map(|name| RwLock::new(PoolLabel { name, series: None })),
-                counts_created: parts.counts_created,
+                publishes: parts.publishes,
                 pool_ref: OnceLock::new(),
                 budget: LabelBudget::new(parts.label_limit),
                 stop: watch::Sender::new(()),
@@ -268,6 +260,25 @@ impl DatabaseMetrics {
         self.inner.poll_interval
     }
 
+    /// The slow-call log threshold (`None`: off), as set with
+    /// [`DatabaseMetricsBuilder::slow_query_threshold`](crate::DatabaseMetricsBuilder::slow_query_threshold).
+    pub fn slow_query_threshold(&self) -> Option<Duration> {
+        self.inner.slow_query_threshold
+    }
+
+    /// How many run-time names of each kind this handle admits as label values
+    /// ([`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit)).
+    pub fn label_limit(&self) -> usize {
+        self.inner.budget.limit()
+    }
+
+    /// Whether `query_duration_seconds` carries a `function` label
+    /// ([`DatabaseMetricsBuilder::function_label`](crate::DatabaseMetricsBuilder::function_label);
+    /// off for metrics made without a builder).
+    pub fn function_label(&self) -> bool {
+        self.inner.catalog.function_label()
+    }
+
     /// The metric catalog of this service, keyed by full metric name.
     pub fn get_metrics(&self) -> BTreeMap<String, MetricInfo> {
         self.inner.catalog.entries()
@@ -285,9 +296,9 @@ impl DatabaseMetrics {
         self.inner.activity.as_ref()
     }
 
-    /// Whether the monitored pool's driver says which checkouts got a new connection.
-    pub(crate) fn counts_created(&self) -> bool {
-        self.inner.counts_created
+    /// The checkout series the monitored pool's driver can fill.
+    pub(crate) fn publishes(&self) -> Publishes {
+        self.inner.publishes
     }
 
     /// The catalog of this service (metric names).
@@ -316,7 +327,7 @@ impl DatabaseMetrics {
             &self.inner.catalog,
             label.name,
             epoch,
-            self.inner.counts_created,
+            self.inner.publishes,
         );
         label.series = Some(series.clone());
         Some(series)

@@ -39,15 +39,17 @@ impl SiteHandles {
         match sample.site.kind() {
             SiteKind::Query { operation, .. } => {
                 let name = catalog.name(Metric::QueryDuration);
+                let function = catalog.function_label().then(|| sample.site.name());
                 let duration = Outcome::RESULTS.map(|result| {
-                    register_histogram(
-                        name,
-                        vec![
-                            Label::from_static_parts("operation", operation.as_str()),
-                            Label::from_static_parts("table", sample.table),
-                            Label::from_static_parts("result", result),
-                        ],
-                    )
+                    let mut labels = vec![
+                        Label::from_static_parts("operation", operation.as_str()),
+                        Label::from_static_parts("table", sample.table),
+                        Label::from_static_parts("result", result),
+                    ];
+                    if let Some(function) = function {
+                        labels.push(Label::from_static_parts("function", function));
+                    }
+                    register_histogram(name, labels)
                 });
                 Self {
                     table: sample.table,

@@ -116,7 +116,7 @@ impl Cleanup {
 
     fn count_cancelled(&self) {
         if let Some(checkouts) = &self.checkouts {
-            checkouts.cancelled_on_server.increment(1);
+            checkouts.count_cancelled_on_server();
         }
     }
 }

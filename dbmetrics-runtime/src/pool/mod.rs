@@ -47,4 +47,4 @@ pub(crate) use cleanup::Unfinished;
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
 pub(crate) use poller::spawn_poller;
-pub(crate) use series::PoolSeries;
+pub(crate) use series::{PoolSeries, Publishes};

@@ -24,12 +24,12 @@ impl PoolSeries {
         catalog: &Catalog,
         pool: &'static str,
         epoch: usize,
-        counts_created: bool,
+        publishes: Publishes,
     ) -> Arc<Self> {
         Arc::new(Self {
             epoch,
             gauges: PoolGauges::new(catalog, pool),
-            checkouts: Checkouts::new(catalog, pool, counts_created),
+            checkouts: Checkouts::new(catalog, pool, publishes),
         })
     }
 }
@@ -84,6 +84,18 @@ impl PoolGauges {
     }
 }
 
+/// The checkout series a pool's driver can fill, beyond those every driver does: the others
+/// are not published (not registered, so they do not render as a misleading 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Publishes {
+    /// `connections_created_total`: the driver says which checkouts got a new connection.
+    pub(crate) created: bool,
+    /// `connections_discarded_total`: the driver can take a connection out of its pool.
+    pub(crate) discarded: bool,
+    /// `queries_cancelled_on_server_total`: the driver has a cancel request.
+    pub(crate) cancelled_on_server: bool,
+}
+
 /// The series a [`TrackedPool`](super::TrackedPool) records into.
 pub(crate) struct Checkouts {
     /// The pool label.
@@ -98,14 +110,15 @@ pub(crate) struct Checkouts {
     pub(crate) use_time: Histogram,
     /// By stage, in [`TimeoutStage::ALL`] order.
     timeouts: [Counter; 3],
-    /// By reason, in [`DiscardReason::ALL`] order.
-    discarded: [Counter; 3],
-    pub(crate) cancelled_on_server: Counter,
+    /// By reason, in [`DiscardReason::ALL`] order; `None` when not published.
+    discarded: Option<[Counter; 3]>,
+    /// `None` when not published.
+    pub(crate) cancelled_on_server: Option<Counter>,
 }
 
 impl Checkouts {
     /// Registers the checkout series of `pool`; counters start at 0 so they render at once.
-    pub(crate) fn new(catalog: &Catalog, pool: &'static str, counts_created: bool) -> Arc<Self> {
+    pub(crate) fn new(catalog: &Catalog, pool: &'static str, publishes: Publishes) -> Arc<Self> {
         let labels = || vec![Label::from_static_parts("pool", pool)];
         let counter = |m| {
             let c = register_counter(catalog.name(m), labels());
@@ -124,29 +137,33 @@ impl Checkouts {
             c.increment(0);
             c
         });
-        let discarded = DiscardReason::ALL.map(|reason| {
-            let c = register_counter(
-                catalog.name(Metric::ConnectionsDiscarded),
-                vec![
-                    Label::from_static_parts("pool", pool),
-                    Label::from_static_parts("reason", reason.as_str()),
-                ],
-            );
-            c.increment(0);
-            c
+        let discarded = publishes.discarded.then(|| {
+            DiscardReason::ALL.map(|reason| {
+                let c = register_counter(
+                    catalog.name(Metric::ConnectionsDiscarded),
+                    vec![
+                        Label::from_static_parts("pool", pool),
+                        Label::from_static_parts("reason", reason.as_str()),
+                    ],
+                );
+                c.increment(0);
+                c
+            })
         });
         Arc::new(Self {
             pool,
             acquired: counter(Metric::ConnectionsAcquired),
             released: counter(Metric::ConnectionsReleased),
-            created: counts_created.then(|| counter(Metric::ConnectionsCreated)),
+            created: publishes.created.then(|| counter(Metric::ConnectionsCreated)),
             leaks: counter(Metric::ConnectionLeaks),
             acquire_cancelled: counter(Metric::ConnectionAcquireCancelled),
             wait: histogram(Metric::ConnectionWait),
             use_time: histogram(Metric::ConnectionUse),
             timeouts,
             discarded,
-            cancelled_on_server: counter(Metric::QueriesCancelledOnServer),
+            cancelled_on_server: publishes
+                .cancelled_on_server
+                .then(|| counter(Metric::QueriesCancelledOnServer)),
         })
     }
 
@@ -155,7 +172,15 @@ impl Checkouts {
     }
 
     pub(crate) fn count_discarded(&self, reason: DiscardReason) {
-        self.discarded[reason as usize].increment(1);
+        if let Some(discarded) = &self.discarded {
+            discarded[reason as usize].increment(1);
+        }
+    }
+
+    pub(crate) fn count_cancelled_on_server(&self) {
+        if let Some(cancelled) = &self.cancelled_on_server {
+            cancelled.increment(1);
+        }
     }
 }
 

@@ -70,6 +70,21 @@ impl<M: QueryMetrics> CallGuard<M> {
         }
     }
 
+    /// Polls the body of a call tracked without an attribute (a hand-written future that holds
+    /// the guard beside the body), with the flag set that tells its panics from a cancellation.
+    #[inline]
+    pub(crate) fn poll_body<F: Future>(
+        &self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        self.in_body.store(true, Ordering::Relaxed);
+        let poll = future.poll(cx);
+        // Not reached when the poll panics: the flag then says the body panicked.
+        self.in_body.store(false, Ordering::Relaxed);
+        poll
+    }
+
     /// Records the call as ended with `outcome`.
     #[inline]
     pub fn finish(mut self, outcome: Outcome) {

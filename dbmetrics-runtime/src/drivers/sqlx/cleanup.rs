@@ -11,6 +11,7 @@ use sqlx::{Connection, PgConnection, Postgres};
 
 use crate::pool::Unfinished;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl Unfinished for PoolConnection<Postgres> {
     type Detached = PgConnection;
     const DETACHES: bool = true;

@@ -31,8 +31,10 @@ use crate::pool::{Cleanup, PoolStatus, TimeoutStage};
 
 pub(crate) use classify::{classify_dyn, classify_message};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl sealed::Sealed for PgPool {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl MonitoredPool for PgPool {
     type Connection = PoolConnection<Postgres>;
     type Target = PgConnection;
@@ -78,6 +80,9 @@ impl MonitoredPool for PgPool {
     }
 
     const COUNTS_CREATED: bool = false;
+    /// sqlx has no cancel request (see `cleanup.rs`).
+    const DISCARDS: bool = true;
+    const CANCELS_ON_SERVER: bool = false;
 
     fn is_new(_: &PoolConnection<Postgres>) -> bool {
         false

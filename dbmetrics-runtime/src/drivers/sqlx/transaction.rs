@@ -13,6 +13,7 @@ use crate::transaction::{BeginTransaction, OpenTransaction};
 
 macro_rules! begin_on_connection {
     ($($client:ty),+ $(,)?) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
         impl BeginTransaction for $client {
             type Error = sqlx::Error;
             type Transaction<'a>
@@ -37,6 +38,7 @@ begin_on_connection!(
     Transaction<'_, Postgres>,
 );
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl BeginTransaction for TrackedConnection<PgPool> {
     type Error = sqlx::Error;
     type Transaction<'a>
@@ -56,6 +58,7 @@ impl BeginTransaction for TrackedConnection<PgPool> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl OpenTransaction for Transaction<'_, Postgres> {
     type Error = sqlx::Error;
 
