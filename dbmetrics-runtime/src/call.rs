@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use crate::classify::{ClassifyError, OTHER};
+use crate::record::unfinished::Watched;
 use crate::record::{CallGuard, CallSite, Outcome, QueryMetrics, SiteKind};
 
 /// How the tracker tells success from error in a future's output.
@@ -162,8 +163,10 @@ pin_project_lite::pin_project! {
         state: State<CallGuard<&'m M>>,
         ok_if: Option<OkIf>,
         error_if: Option<ErrorIf>,
+        // Dropped while running (cancelled), what the future owns is dropped inside a drop
+        // window: a connection it checked out is then cleaned up (see `pool/cleanup.rs`).
         #[pin]
-        future: F,
+        future: Watched<F>,
     }
 }
 
@@ -193,7 +196,7 @@ impl<'m, M: QueryMetrics + ?Sized, F: Future> TrackedCall<'m, M, F> {
             state: State::Idle,
             ok_if: Some(NoPredicate),
             error_if: Some(NoPredicate),
-            future,
+            future: Watched::new(future),
         }
     }
 }

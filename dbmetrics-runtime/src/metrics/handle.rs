@@ -323,12 +323,7 @@ impl DatabaseMetrics {
             return Some(series.clone());
         }
         self.inner.describe(epoch);
-        let series = PoolSeries::new(
-            &self.inner.catalog,
-            label.name,
-            epoch,
-            self.inner.publishes,
-        );
+        let series = PoolSeries::new(&self.inner.catalog, label.name, epoch, self.inner.publishes);
         label.series = Some(series.clone());
         Some(series)
     }

@@ -154,7 +154,9 @@ impl Checkouts {
             pool,
             acquired: counter(Metric::ConnectionsAcquired),
             released: counter(Metric::ConnectionsReleased),
-            created: publishes.created.then(|| counter(Metric::ConnectionsCreated)),
+            created: publishes
+                .created
+                .then(|| counter(Metric::ConnectionsCreated)),
             leaks: counter(Metric::ConnectionLeaks),
             acquire_cancelled: counter(Metric::ConnectionAcquireCancelled),
             wait: histogram(Metric::ConnectionWait),
