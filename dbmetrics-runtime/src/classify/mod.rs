@@ -15,5 +15,5 @@ pub use chain::{classify_pool, classify_postgres};
 pub(crate) use classes::ClassifyError;
 pub use classes::{
     CONNECTION, CONNECTION_CLOSED, OTHER, PANIC, POOL_CLOSED, POOL_TIMEOUT, classify_io,
-    sqlstate_name,
+    sqlstate_code, sqlstate_name,
 };

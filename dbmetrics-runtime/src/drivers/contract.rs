@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use crate::classify::ClassifyError;
 use crate::pool::{PoolStatus, TimeoutStage};
 
 /// The pool type that type parameters default to, so that code written for deadpool-postgres
@@ -32,8 +33,9 @@ pub trait MonitoredPool: Clone + Send + Sync + 'static + sealed::Sealed {
     /// What a [`TrackedConnection`](crate::TrackedConnection) derefs to (deadpool: the
     /// `Object`, which derefs on to the `tokio_postgres::Client`).
     type Target: ?Sized;
-    /// The error of a checkout (deadpool: `deadpool_postgres::PoolError`).
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// The error of a checkout (deadpool: `deadpool_postgres::PoolError`); it classifies
+    /// itself for the `error.type` of the `pool.acquire` span.
+    type Error: std::error::Error + ClassifyError + Send + Sync + 'static;
     /// A handle that does not keep the pool open.
     #[doc(hidden)]
     type Weak: Send + Sync + 'static;

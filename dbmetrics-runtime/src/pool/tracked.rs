@@ -98,44 +98,53 @@ impl<P: MonitoredPool> TrackedPool<P> {
     pub async fn get(&self) -> Result<TrackedConnection<P>, P::Error> {
         let start = Instant::now();
         let series = self.monitor.pool_series();
-        let Some(checkouts) = series.as_ref().map(|s| &s.checkouts) else {
-            // Not reached: a tracked pool's metrics always monitor a pool label.
-            return self
-                .pool
-                .checkout()
-                .await
-                .map(|connection| TrackedConnection {
-                    connection,
-                    checkouts: None,
-                    acquired_at: Instant::now(),
-                });
-        };
-        match self.pool.checkout().await {
+        let checkouts = series.as_ref().map(|s| &s.checkouts);
+        match self.checkout().await {
             // No await from here on: the count and the guard that undoes it appear together.
             Ok(connection) => {
                 let acquired_at = Instant::now();
                 let created = P::is_new(&connection);
                 let connection = TrackedConnection {
                     connection,
-                    checkouts: Some(checkouts.clone()),
+                    checkouts: checkouts.cloned(),
                     acquired_at,
                 };
-                checkouts.acquired.increment(1);
-                checkouts
-                    .wait
-                    .record(acquired_at.duration_since(start).as_secs_f64());
-                if created {
-                    checkouts.created.increment(1);
+                // Always some: a tracked pool's metrics monitor a pool label.
+                if let Some(checkouts) = checkouts {
+                    checkouts.acquired.increment(1);
+                    checkouts
+                        .wait
+                        .record(acquired_at.duration_since(start).as_secs_f64());
+                    if created {
+                        checkouts.created.increment(1);
+                    }
                 }
                 Ok(connection)
             }
             Err(err) => {
-                if let Some(stage) = P::timeout_stage(&err) {
+                if let (Some(checkouts), Some(stage)) = (checkouts, P::timeout_stage(&err)) {
                     checkouts.count_timeout(stage);
                 }
                 Err(err)
             }
         }
+    }
+
+    /// The pool's checkout, inside a `pool.acquire` span with the feature `tracing`.
+    #[cfg(feature = "tracing")]
+    async fn checkout(&self) -> Result<P::Connection, P::Error> {
+        let span = crate::record::acquire_span(self.name());
+        let result = tracing::Instrument::instrument(self.pool.checkout(), span.clone()).await;
+        if let Err(err) = &result {
+            crate::record::record_error(&span, crate::classify::ClassifyError::error_type(err));
+        }
+        result
+    }
+
+    /// The pool's checkout.
+    #[cfg(not(feature = "tracing"))]
+    fn checkout(&self) -> impl std::future::Future<Output = Result<P::Connection, P::Error>> {
+        self.pool.checkout()
     }
 
     /// The underlying pool (checkouts through it are not counted; the gauges still see them).
