@@ -23,6 +23,7 @@ pub mod health;
 mod intern;
 mod memory;
 mod metrics;
+mod naming;
 pub mod pool;
 mod record;
 mod sites;
@@ -39,6 +40,7 @@ pub use health::checker::{DatabaseHealthChecker, DatabaseHealthCheckerBuilder};
 pub use health::report::HealthStatus;
 pub use memory::{InMemoryMetrics, RecordedSample};
 pub use metrics::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
+pub use naming::Naming;
 pub use pool::tracked::{TrackedConnection, TrackedPool};
 pub use record::{
     CallSite, NoopMetrics, Operation, Outcome, QueryMetrics, Sample, UnknownOperation,

@@ -71,10 +71,10 @@ pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
     AsOperation, CallSite, ClassifyError, DatabaseHealthChecker, DatabaseHealthCheckerBuilder,
     DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, HealthStatus, InMemoryMetrics,
-    InfrastructureEnhancer, NoopMetrics, Operation, Outcome, QueryMetrics, QueryPerformanceTracker,
-    RecordedSample, RepositoryMiddleware, Sample, TrackOutcome, TrackedConnection, TrackedPool,
-    TrackedRepository, UnknownOperation, create_infrastructure_enhancer,
-    create_repository_middleware, setup_database_monitoring,
+    InfrastructureEnhancer, Naming, NoopMetrics, Operation, Outcome, QueryMetrics,
+    QueryPerformanceTracker, RecordedSample, RepositoryMiddleware, Sample, TrackOutcome,
+    TrackedConnection, TrackedPool, TrackedRepository, UnknownOperation,
+    create_infrastructure_enhancer, create_repository_middleware, setup_database_monitoring,
 };
 pub use dbmetrics_runtime::{catalog, classify, health, pool, transaction};
 

@@ -8,6 +8,7 @@ use crate::catalog::Catalog;
 use crate::drivers::DefaultPool;
 use crate::error::Error;
 use crate::intern::intern;
+use crate::naming::Naming;
 use crate::pool::MonitoredPool;
 
 /// Sets up monitoring of `pool` for `service`: describes every metric of the catalog, registers
@@ -70,6 +71,7 @@ pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
     poll_interval: Duration,
     slow_query_threshold: Option<Duration>,
     label_limit: usize,
+    naming: Naming,
 }
 
 impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
@@ -81,7 +83,19 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
             poll_interval: DatabaseMetrics::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(DatabaseMetrics::DEFAULT_SLOW_QUERY_THRESHOLD),
             label_limit: DatabaseMetrics::DEFAULT_LABEL_LIMIT,
+            naming: Naming::Service,
         }
+    }
+
+    /// Which names the metrics are recorded under: [`Naming::Service`] (the default,
+    /// `{service}_database_*`) or [`Naming::OpenTelemetry`] (`db.client.operation.duration`,
+    /// `db.client.connection.*`; see [`crate::catalog`]).
+    ///
+    /// Setting up a service and pool that are already monitored returns the existing handle,
+    /// with the naming it was set up with ([`DatabaseMetrics::naming`] tells which).
+    pub fn naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
     }
 
     /// How often the poller reads the pool status (default 1 s, so a change shows within
@@ -122,7 +136,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// # Errors
     /// See [`setup_database_monitoring`].
     pub fn build(self) -> Result<DatabaseMetrics, Error> {
-        let catalog = Catalog::new(&self.service)?;
+        let catalog = Catalog::with_naming(&self.service, self.naming)?;
         let pool = self.pool;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "setup_database_monitoring",

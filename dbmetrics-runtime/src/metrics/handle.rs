@@ -12,6 +12,7 @@ use super::series::SiteHandles;
 use super::site_cache::SiteCache;
 use crate::catalog::{Catalog, MetricInfo};
 use crate::error::Error;
+use crate::naming::Naming;
 use crate::pool::{MonitoredPool, PoolSeries, spawn_poller};
 use crate::record::{LabelBudget, QueryMetrics, Sample};
 use crate::slow_log::SlowLog;
@@ -202,6 +203,12 @@ impl DatabaseMetrics {
     /// The service name every metric name starts with.
     pub fn service(&self) -> &str {
         self.inner.catalog.service()
+    }
+
+    /// The names this handle records under ([`Naming::Service`] unless set with
+    /// [`DatabaseMetricsBuilder::naming`](crate::DatabaseMetricsBuilder::naming)).
+    pub fn naming(&self) -> Naming {
+        self.inner.catalog.naming()
     }
 
     /// The `pool` label of this handle's pool metrics (`"default"` for metrics without a

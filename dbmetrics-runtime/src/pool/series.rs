@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Gauge, Histogram, Label};
+use metrics::{Counter, Gauge, Histogram};
 
 use super::{PoolStatus, TimeoutStage};
 use crate::catalog::{Catalog, Metric};
@@ -39,12 +39,7 @@ pub(crate) struct PoolGauges {
 
 impl PoolGauges {
     fn new(catalog: &Catalog, pool: &'static str) -> Self {
-        let gauge = |m| {
-            register_gauge(
-                catalog.name(m),
-                vec![Label::from_static_parts("pool", pool)],
-            )
-        };
+        let gauge = |m| register_gauge(catalog.name(m), catalog.pool_labels(m, pool, None));
         Self {
             active: gauge(Metric::ConnectionsActive),
             idle: gauge(Metric::ConnectionsIdle),
@@ -92,20 +87,18 @@ pub(crate) struct Checkouts {
 impl Checkouts {
     /// Registers the checkout series of `pool`; counters start at 0 so they render at once.
     pub(crate) fn new(catalog: &Catalog, pool: &'static str) -> Arc<Self> {
-        let labels = || vec![Label::from_static_parts("pool", pool)];
         let counter = |m| {
-            let c = register_counter(catalog.name(m), labels());
+            let c = register_counter(catalog.name(m), catalog.pool_labels(m, pool, None));
             c.increment(0);
             c
         };
-        let histogram = |m| register_histogram(catalog.name(m), labels());
+        let histogram = |m| register_histogram(catalog.name(m), catalog.pool_labels(m, pool, None));
+        // The OpenTelemetry naming counts every stage in one series: three handles of it.
         let timeouts = TimeoutStage::ALL.map(|stage| {
+            let m = Metric::ConnectionTimeouts;
             let c = register_counter(
-                catalog.name(Metric::ConnectionTimeouts),
-                vec![
-                    Label::from_static_parts("pool", pool),
-                    Label::from_static_parts("stage", stage.as_str()),
-                ],
+                catalog.name(m),
+                catalog.pool_labels(m, pool, Some(stage.as_str())),
             );
             c.increment(0);
             c
