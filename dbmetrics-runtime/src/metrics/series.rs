@@ -215,3 +215,86 @@ impl ErrorSeries {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use metrics::Unit;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::record::{CallSite, Operation};
+
+    /// What a recorder that keeps dotted names (an OpenTelemetry bridge) receives.
+    #[test]
+    fn the_opentelemetry_naming_records_dotted_names_in_seconds() {
+        static SITE: CallSite =
+            crate::record::private::query_site(Operation::Select, Some("content"), "get", "m");
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let catalog = Catalog::with_naming("svc", Naming::OpenTelemetry).unwrap();
+            catalog.describe();
+            let sample = |outcome| Sample {
+                site: &SITE,
+                table: "content",
+                outcome,
+                elapsed: Duration::from_micros(300),
+            };
+            let handles = SiteHandles::new(&catalog, &sample(Outcome::Success));
+            handles.record(&sample(Outcome::Success));
+            handles.record(&sample(Outcome::Error {
+                error_type: "undefined_table",
+            }));
+            handles.record(&sample(Outcome::Error {
+                error_type: "pool_timeout",
+            }));
+            handles.record(&sample(Outcome::Cancelled));
+        });
+        let mut series: Vec<(String, Vec<String>, Option<&str>, usize)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, unit, _, value)| match value {
+                DebugValue::Histogram(values) => Some((
+                    key.key().name().to_owned(),
+                    key.key()
+                        .labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect(),
+                    unit.map(|u| u.as_str()),
+                    values.len(),
+                )),
+                _ => None,
+            })
+            .collect();
+        series.sort();
+        let base = [
+            "db.system.name=postgresql",
+            "db.operation.name=SELECT",
+            "db.collection.name=content",
+        ];
+        let with = |extra: &[&str]| -> Vec<String> {
+            base.iter().chain(extra).map(|s| (*s).to_owned()).collect()
+        };
+        let name = "db.client.operation.duration".to_owned();
+        let seconds = Some(Unit::Seconds.as_str());
+        let mut expected = vec![
+            (name.clone(), with(&[]), seconds, 1),
+            (
+                name.clone(),
+                with(&[
+                    "error.type=undefined_table",
+                    "db.response.status_code=42P01",
+                ]),
+                seconds,
+                1,
+            ),
+            (name.clone(), with(&["error.type=pool_timeout"]), seconds, 1),
+            (name, with(&["error.type=cancelled"]), seconds, 1),
+        ];
+        expected.sort();
+        assert_eq!(series, expected);
+    }
+}
