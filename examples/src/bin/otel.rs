@@ -182,6 +182,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Ends every span still buffered (OTLP) before the process exits.
     provider.shutdown()?;
+    // One poller tick after the traffic, so that the pool gauges show the connections it opened.
+    tokio::time::sleep(
+        DatabaseMetrics::DEFAULT_POLL_INTERVAL + std::time::Duration::from_millis(100),
+    )
+    .await;
     print!("{}", prometheus.render());
     Ok(())
 }
