@@ -7,7 +7,11 @@
 //!   fine enough for sub-millisecond queries;
 //! - [`DatabaseHealthChecker`] answers health probes within a timeout ([`health`]), and with
 //!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz` and
-//!   `/health/detailed`.
+//!   `/health/detailed`;
+//! - with the `tracing` feature every tracked call runs in a `tracing` span carrying the
+//!   OpenTelemetry database fields (`tracing-opentelemetry` exports it as a client span), and
+//!   [`Naming::OpenTelemetry`] records the OpenTelemetry database client metrics
+//!   (`db.client.operation.duration`, ...) instead of `{service}_database_*`.
 //!
 //! Everything is recorded through the [`metrics`](https://docs.rs/metrics) facade, so any
 //! `metrics` recorder works; with none installed, everything runs and records nothing.
