@@ -27,28 +27,57 @@ thread_local! {
         const { [const { Cell::new((0, None)) }; RECENT_SLOTS] };
 }
 
+/// Who named the function of a query site.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Function<'a> {
+    /// dbmetrics itself (`"track_query"`): bounded by our code, never admitted against the
+    /// budget, and recognised by address in the per-thread cache.
+    Ours(&'static str),
+    /// The caller (a middleware method name): admitted against the budget.
+    Given(&'a str),
+}
+
+impl Function<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Function::Ours(name) => name,
+            Function::Given(name) => name,
+        }
+    }
+}
+
+/// `a == b`, answered by address and length first (an interned name compared with itself).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a == b)
+}
+
 /// The site of `operation` on `table` called from `function`.
 #[inline]
 pub(crate) fn query_site(
     budget: Option<&LabelBudget>,
     operation: Operation,
     table: &str,
-    function: &str,
+    function: Function<'_>,
 ) -> &'static CallSite {
     let id = budget.map_or(0, LabelBudget::id);
+    let name = function.as_str();
     let slot = (table.as_ptr() as usize >> 3)
-        .wrapping_add(function.as_ptr() as usize >> 3)
+        .wrapping_add(name.as_ptr() as usize >> 3)
         .wrapping_add(table.len() * 31 + operation as usize)
         % RECENT_SLOTS;
     if let (cached_id, Some(site)) = RECENT.with(|recent| recent[slot].get())
         && cached_id == id
-        && site.name() == function
-        && matches!(site.kind(), SiteKind::Query { operation: o, table: Some(t) } if o == operation && t == table)
+        && same(site.name(), name)
+        && matches!(site.kind(), SiteKind::Query { operation: o, table: Some(t) } if o == operation && same(t, table))
     {
         return site;
     }
     let table = admit(budget, NameKind::Table, table);
-    let function = admit(budget, NameKind::Function, function);
+    let function = match function {
+        Function::Ours(name) => name,
+        Function::Given(name) => admit(budget, NameKind::Function, name),
+    };
     let site = interned(Some(operation), table, function);
     RECENT.with(|recent| recent[slot].set((id, Some(site))));
     site
@@ -60,7 +89,7 @@ pub(crate) fn transaction_site(budget: Option<&LabelBudget>, name: &str) -> &'st
     let slot = ((name.as_ptr() as usize >> 3).wrapping_add(name.len() * 17)) % RECENT_SLOTS;
     if let (cached_id, Some(site)) = RECENT.with(|recent| recent[slot].get())
         && cached_id == id
-        && site.transaction() == Some(name)
+        && site.transaction().is_some_and(|t| same(t, name))
     {
         return site;
     }
@@ -127,7 +156,7 @@ mod tests {
             for (i, table) in tables.iter().enumerate() {
                 let op = Operation::ALL[i % Operation::ALL.len()];
                 let function = if i % 2 == 0 { "even" } else { "odd" };
-                let site = query_site(None, op, table, function);
+                let site = query_site(None, op, table, Function::Given(function));
                 assert_eq!(site.operation(), Some(op));
                 assert_eq!(site_table(site), table);
                 assert_eq!(site.name(), function);
@@ -137,9 +166,14 @@ mod tests {
 
     #[test]
     fn sites_are_interned() {
-        let a = query_site(None, Operation::Select, "t1", "f") as *const CallSite;
-        let b = query_site(None, Operation::Select, &String::from("t1"), "f") as *const CallSite;
-        let c = query_site(None, Operation::Insert, "t1", "f") as *const CallSite;
+        let a = query_site(None, Operation::Select, "t1", Function::Ours("f")) as *const CallSite;
+        let b = query_site(
+            None,
+            Operation::Select,
+            &String::from("t1"),
+            Function::Given(&String::from("f")),
+        ) as *const CallSite;
+        let c = query_site(None, Operation::Insert, "t1", Function::Ours("f")) as *const CallSite;
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(
@@ -153,14 +187,29 @@ mod tests {
         let roomy = LabelBudget::new(10);
         let full = LabelBudget::new(1);
         assert_eq!(
-            site_table(query_site(Some(&full), Operation::Select, "first", "f")),
+            site_table(query_site(
+                Some(&full),
+                Operation::Select,
+                "first",
+                Function::Ours("f")
+            )),
             "first"
         );
         // admitted (and cached on this thread) through `roomy`...
-        let shared = query_site(Some(&roomy), Operation::Select, "second", "f");
+        let shared = query_site(
+            Some(&roomy),
+            Operation::Select,
+            "second",
+            Function::Ours("f"),
+        );
         assert_eq!(site_table(shared), "second");
         // ...but beyond `full`'s limit
-        let over = query_site(Some(&full), Operation::Select, "second", "f");
+        let over = query_site(
+            Some(&full),
+            Operation::Select,
+            "second",
+            Function::Ours("f"),
+        );
         assert_eq!(site_table(over), OVERFLOW);
         assert_eq!(
             transaction_site(Some(&full), "tx_a").transaction(),

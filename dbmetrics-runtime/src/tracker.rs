@@ -10,7 +10,7 @@ use crate::drivers::DefaultPool;
 use crate::metrics::DatabaseMetrics;
 use crate::pool::MonitoredPool;
 use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteKind};
-use crate::sites;
+use crate::sites::{self, Function};
 
 /// How the tracker tells success from error in a future's output.
 ///
@@ -163,7 +163,12 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
         F::Output: TrackOutcome,
     {
         // Resolved now, so that the returned future is one state machine, not two.
-        let site = query_site(&self.metrics, &operation, table, "track_query");
+        let site = query_site(
+            &self.metrics,
+            &operation,
+            table,
+            Function::Ours("track_query"),
+        );
         track(&self.metrics, site, future)
     }
 
@@ -245,7 +250,7 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
         F: Future,
         F::Output: TrackOutcome,
     {
-        let site = query_site(&self.metrics, &operation, table, method);
+        let site = query_site(&self.metrics, &operation, table, Function::Given(method));
         track(&self.metrics, site, future)
     }
 
@@ -266,12 +271,12 @@ fn query_site<M: QueryMetrics + ?Sized>(
     metrics: &M,
     operation: &impl AsOperation,
     table: &str,
-    function: &str,
+    function: Function<'_>,
 ) -> &'static CallSite {
     let operation = match operation.as_operation() {
         Ok(operation) => operation,
         Err(bad) => {
-            warn_unknown_operation(bad, table, function);
+            warn_unknown_operation(bad, table, function.as_str());
             Operation::Other
         }
     };

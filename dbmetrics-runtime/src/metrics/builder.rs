@@ -51,6 +51,7 @@ impl DatabaseMetrics {
         let metrics = DatabaseMetrics::from_parts(Parts {
             catalog: self.catalog().clone(),
             pool_name: Some(intern(name)),
+            counts_created: self.counts_created(),
             poll_interval: self.poll_interval(),
             slow_query_threshold: None,
             label_limit: 0,
@@ -172,6 +173,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
         let metrics = DatabaseMetrics::from_parts(Parts {
             catalog,
             pool_name: Some(intern(&self.pool_name)),
+            counts_created: P::COUNTS_CREATED,
             poll_interval: self.poll_interval,
             slow_query_threshold: self.slow_query_threshold,
             label_limit: self.label_limit,

@@ -3,10 +3,18 @@
 //!
 //! ```sh
 //! cargo run --release -p dbmetrics-examples --bin scale
+//! cargo run --release -p dbmetrics-examples --bin scale -- --bounded
 //! ```
 //!
 //! Series are made through the tracker API, one distinct table per series, each with one
-//! recorded call; the counts grow in one process (100, then 900 more, then 9,000 more).
+//! recorded call; the counts grow in one process (100, then 900 more, then 9,000 more). The
+//! service is built with `label_limit(100_000)` so that every table is its own series (the
+//! pool it is built on never connects: no database is needed).
+//!
+//! `--bounded`: 100,000 tracked calls over 10,000 distinct run-time tables with the default
+//! label limit (1,000): the first 1,000 tables get their own series, the rest record under
+//! `table="_overflow"`; it prints the series, resident memory and render time, and checks that
+//! every call was counted.
 //! Resident memory is `VmRSS` from `/proc/self/status`. Render time is the median of several
 //! renders after the first (the first also drains the recorded samples into histograms and is
 //! printed apart). No database is needed.
@@ -15,6 +23,23 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dbmetrics::{DatabaseMetrics, Operation, QueryPerformanceTracker};
+use deadpool_postgres::{Manager, ManagerConfig, Pool};
+use tokio_postgres::NoTls;
+
+/// A pool that is never used to connect: the builder needs one to attach the service to.
+fn idle_pool() -> Pool {
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(1).user("scale");
+    Pool::builder(Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig::default(),
+    ))
+    .max_size(1)
+    .runtime(deadpool_postgres::Runtime::Tokio1)
+    .build()
+    .expect("a pool that never connects")
+}
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> Option<u64> {
@@ -33,7 +58,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn main() -> ExitCode {
     let mut sizes = vec![100usize, 1_000, 10_000];
     let mut renders = 7usize;
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--bounded") {
+        return bounded();
+    }
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
             ("--sizes", Some(list)) => {
@@ -67,7 +95,7 @@ fn main() -> ExitCode {
                 }
             }
             _ => {
-                eprintln!("usage: scale [--sizes 100,1000,10000] [--renders 7]");
+                eprintln!("usage: scale [--sizes 100,1000,10000] [--renders 7] | scale --bounded");
                 return ExitCode::from(2);
             }
         }
@@ -81,11 +109,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let metrics = DatabaseMetrics::new("scale").expect("a valid service name");
-    let tracker = QueryPerformanceTracker::new(metrics);
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("a current-thread runtime");
+    let pool = idle_pool();
+    let metrics = runtime
+        .block_on(async {
+            DatabaseMetrics::builder(&pool, "scale")
+                .label_limit(100_000)
+                .build()
+        })
+        .expect("a valid service name");
+    let tracker = QueryPerformanceTracker::new(metrics);
     // Render once so the baseline holds the recorder's fixed costs.
     let _ = prometheus.render();
     let rss_base = rss_kib();
@@ -181,4 +217,104 @@ fn main() -> ExitCode {
         "RSS KiB: after making the series / after rendering; KiB/series: (RSS after making - baseline) / series."
     );
     ExitCode::SUCCESS
+}
+
+/// `--bounded`: 100,000 calls over 10,000 run-time tables with the default label limit.
+fn bounded() -> ExitCode {
+    const CALLS: usize = 100_000;
+    const TABLES: usize = 10_000;
+    let prometheus = match dbmetrics::exporter::install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let pool = idle_pool();
+    let metrics = runtime
+        .block_on(async { DatabaseMetrics::builder(&pool, "scale").build() })
+        .expect("a valid service name");
+    let tracker = QueryPerformanceTracker::new(metrics);
+    let _ = prometheus.render();
+    let rss_base = rss_kib();
+    // The names, made before the calls so that the figures measure dbmetrics, not `format!`.
+    let tables: Vec<String> = (0..TABLES).map(|i| format!("tenant_{i:05}")).collect();
+    let rss_names = rss_kib();
+
+    let calls = Instant::now();
+    runtime.block_on(async {
+        for i in 0..CALLS {
+            tracker
+                .track_query(Operation::Select, &tables[i % TABLES], async {})
+                .await;
+        }
+    });
+    let calls = calls.elapsed();
+    let rss_made = rss_kib();
+    let first = Instant::now();
+    let _ = prometheus.render();
+    let first = first.elapsed();
+    let mut times = Vec::new();
+    let mut text = String::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        text = prometheus.render();
+        times.push(start.elapsed());
+    }
+    let render = median(times);
+    let rss_after = rss_kib();
+
+    let counts: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("scale_database_query_duration_seconds_count{"))
+        .filter(|l| l.contains("result=\"success\""))
+        .filter_map(|l| {
+            let table = l.split("table=\"").nth(1)?.split('"').next()?.to_owned();
+            let value = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
+            Some((table, value))
+        })
+        .collect();
+    let counted: u64 = counts.iter().map(|(_, n)| n).sum();
+    let overflow = counts
+        .iter()
+        .find(|(t, _)| t == "_overflow")
+        .map_or(0, |(_, n)| *n);
+    let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{} KiB", a as i64 - b as i64),
+        _ => "?".into(),
+    };
+    println!(
+        "bounded labels: {CALLS} tracked calls over {TABLES} distinct run-time tables, default label limit"
+    );
+    println!(
+        "series (table label values of query_duration, success): {} ({} tables + _overflow)",
+        counts.len(),
+        counts.len().saturating_sub(1)
+    );
+    println!("calls counted: {counted} of {CALLS}; under _overflow: {overflow}");
+    println!(
+        "RSS: names {} ; after the calls +{} ; after rendering +{} (from the baseline {} KiB)",
+        delta(rss_names, rss_base),
+        delta(rss_made, rss_names),
+        delta(rss_after, rss_names),
+        rss_base.map_or("?".into(), |v| v.to_string())
+    );
+    println!(
+        "calls: {:.1} ms ({:.0} ns/call); first render {:.2} ms; render median of 7: {:.2} ms; {} bytes",
+        calls.as_secs_f64() * 1e3,
+        calls.as_secs_f64() * 1e9 / CALLS as f64,
+        first.as_secs_f64() * 1e3,
+        render.as_secs_f64() * 1e3,
+        text.len()
+    );
+    if counted == CALLS as u64 && counts.len() == 1_001 {
+        ExitCode::SUCCESS
+    } else {
+        println!("FAIL: expected {CALLS} calls in 1,001 series");
+        ExitCode::FAILURE
+    }
 }

@@ -17,11 +17,18 @@
 //! refused for 1 s (live ones cut); `pg_terminate_backend` of every pool backend;
 //! `statement_timeout` of 5 ms on the sleeps for 1 s. A health check runs every second.
 //!
+//! A share of the selects goes through [`QueryPerformanceTracker`] with a run-time table name
+//! drawn from 5,000 tenants (`soak_tenant_N`): more than the default label limit (1,000), so
+//! the overflow series `table="_overflow"` fills and series and memory must stay bounded.
+//! Every minute the resident memory (`VmRSS`) and the number of live series in the rendered
+//! text are printed; at the end, the growth of resident memory from minute 2 to the last.
+//!
 //! Exit code 0 and `PASS` when, per call site and outcome (success, error by class,
 //! cancelled), the metrics equal the generator's counts, acquisitions equal releases and the
 //! generator's checkouts, wait timeouts equal the `pool_timeout` errors, no worker panicked,
-//! every health check answered within its bound, and the pool served again after the faults;
-//! otherwise 1 and `FAIL`.
+//! every health check answered within its bound, the pool served again after the faults and,
+//! for a run of 3 minutes or more, resident memory grew less than 5% from minute 2 to the
+//! last; otherwise 1 and `FAIL`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -32,8 +39,8 @@ use std::time::{Duration, Instant};
 use dbmetrics::classify::classify;
 use dbmetrics::{
     ClassifyError, DatabaseHealthChecker, DatabaseMetrics, HealthStatus, Outcome,
-    TrackedConnection, TrackedPool, TrackedRepository, create_infrastructure_enhancer, track_query,
-    track_transaction,
+    QueryPerformanceTracker, TrackedConnection, TrackedPool, TrackedRepository,
+    create_infrastructure_enhancer, track_query, track_transaction,
 };
 use dbmetrics_tests::proxy::{FaultProxy, Mode};
 use dbmetrics_tests::{Exposition, database, prometheus, scrape};
@@ -54,6 +61,12 @@ const HEALTH_MARGIN: Duration = Duration::from_secs(2);
 /// How long the pool may take to serve again once the faults stop.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often resident memory and live series are sampled.
+const MEMORY_EVERY: Duration = Duration::from_secs(60);
+/// Distinct run-time table names the tenant selects draw from (above the default limit).
+const TENANTS: u64 = 5_000;
+/// Largest growth of resident memory from minute 2 to the last that still passes.
+const RSS_GROWTH_LIMIT: f64 = 0.05;
 
 struct Args {
     duration: Duration,
@@ -120,6 +133,7 @@ impl ClassifyError for SoakError {
 
 struct Sql {
     get: String,
+    tenant: String,
     insert: String,
     upsert: String,
     bump: String,
@@ -130,6 +144,7 @@ struct Items {
     pool: TrackedPool,
     #[metrics]
     metrics: DatabaseMetrics,
+    tracker: QueryPerformanceTracker,
     sql: Arc<Sql>,
     /// Checkouts that returned a connection, as the generator saw them.
     checkouts: Arc<AtomicU64>,
@@ -142,6 +157,19 @@ impl Items {
         let connection = self.pool.get().await?;
         self.checkouts.fetch_add(1, Ordering::SeqCst);
         Ok(connection)
+    }
+
+    /// A select through the tracker, labelled with a run-time table name (`soak_tenant_N`).
+    async fn tenant(&self, tenant: u64, id: i64) -> Result<Option<i64>, SoakError> {
+        let table = format!("soak_tenant_{tenant}");
+        self.tracker
+            .track_query("select", &table, async {
+                let c = self.conn().await?;
+                Ok(c.query_opt(&self.sql.tenant, &[&id])
+                    .await?
+                    .map(|r| r.get(0)))
+            })
+            .await
     }
 
     #[track_query(select, "soak_items")]
@@ -233,8 +261,14 @@ impl Site {
         table: "soak_sleep",
     };
     const TRANSFER: Site = Site::Transaction("soak_transfer");
-    const ALL: [Site; 6] = [
+    /// The tenant selects: every `soak_tenant_N` table and `_overflow`, summed.
+    const TENANT: Site = Site::Query {
+        operation: "select",
+        table: "soak_tenant_*",
+    };
+    const ALL: [Site; 7] = [
         Site::GET,
+        Site::TENANT,
         Site::INSERT,
         Site::UPSERT,
         Site::BUMP,
@@ -329,6 +363,7 @@ fn account(e: &Exposition, tally: &Tally) -> Vec<Row> {
         };
         for result in ["success", "error", "cancelled"] {
             let metrics = match site {
+                Site::TENANT => tenant_sum(e, "query_duration_seconds_count", "result", result),
                 Site::Query { operation, table } => e.value(
                     &name("query_duration_seconds_count"),
                     &[
@@ -353,6 +388,15 @@ fn account(e: &Exposition, tally: &Tally) -> Vec<Row> {
         }
         for (key, (outcome, n)) in &mine {
             if let Outcome::Error { error_type } = outcome {
+                if site == Site::TENANT {
+                    rows.push(Row {
+                        what: site.describe(),
+                        outcome: key.clone(),
+                        driver: *n,
+                        metrics: tenant_sum(e, "errors_total", "error_type", error_type),
+                    });
+                    continue;
+                }
                 rows.push(Row {
                     what: site.describe(),
                     outcome: key.clone(),
@@ -368,6 +412,9 @@ fn account(e: &Exposition, tally: &Tally) -> Vec<Row> {
                 });
             }
         }
+        if site == Site::TENANT {
+            continue;
+        }
         rows.push(Row {
             what: site.describe(),
             outcome: "error/(every class)".into(),
@@ -381,6 +428,80 @@ fn account(e: &Exposition, tally: &Tally) -> Vec<Row> {
     rows
 }
 
+/// The sum of `suffix` over the tenant tables (`soak_tenant_N` and `_overflow`) of selects
+/// whose label `key` is `value`.
+fn tenant_sum(e: &Exposition, suffix: &str, key: &str, value: &str) -> f64 {
+    e.matching(&name(suffix), &[("operation", "select"), (key, value)])
+        .iter()
+        .filter(|line| {
+            line.labels
+                .get("table")
+                .is_some_and(|t| t.starts_with("soak_tenant_") || t == "_overflow")
+        })
+        .map(|line| line.value)
+        .sum()
+}
+
+/// Resident memory of this process, from `/proc/self/status` (`None` where there is none).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Live series in the rendered text: one per metric family and label set (a histogram's
+/// buckets, sum and count are one series).
+fn live_series(text: &str) -> usize {
+    let e = Exposition::parse(text);
+    let mut series = std::collections::BTreeSet::new();
+    for line in e.lines {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| line.name.strip_suffix(s))
+            .unwrap_or(&line.name)
+            .to_owned();
+        let mut labels = line.labels;
+        labels.remove("le");
+        series.insert((family, labels));
+    }
+    series.len()
+}
+
+/// One memory sample, taken every minute.
+struct MemorySample {
+    minute: u64,
+    resident: Option<u64>,
+    series: usize,
+    tenant_series: usize,
+}
+
+fn memory_sample(minute: u64) -> MemorySample {
+    let text = prometheus().render();
+    let tenant_series = Exposition::parse(&text)
+        .matching(
+            &name("query_duration_seconds_count"),
+            &[("operation", "select"), ("result", "success")],
+        )
+        .iter()
+        .filter(|line| {
+            line.labels
+                .get("table")
+                .is_some_and(|t| t.starts_with("soak_tenant_") || t == "_overflow")
+        })
+        .count();
+    MemorySample {
+        minute,
+        resident: resident_bytes(),
+        series: live_series(&text),
+        tenant_series,
+    }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Load, faults, health
 // ---------------------------------------------------------------------------------------------
@@ -391,7 +512,14 @@ async fn worker(items: Items, seed: u64, stop: Arc<AtomicBool>, live: Arc<Live>)
     while !stop.load(Ordering::SeqCst) {
         let id = rng.random_range(0..1_000);
         let (site, outcome) = match rng.random_range(0..100) {
-            0..35 => (
+            0..5 => {
+                let tenant = rng.random_range(0..TENANTS);
+                (
+                    Site::TENANT,
+                    outcome_of(&timeout(CALL_DEADLINE, items.tenant(tenant, id)).await),
+                )
+            }
+            5..35 => (
                 Site::GET,
                 outcome_of(&timeout(CALL_DEADLINE, items.get(id)).await),
             ),
@@ -582,9 +710,11 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         .await?;
     let items = Items {
         pool: tracked,
+        tracker: QueryPerformanceTracker::new(metrics.clone()),
         metrics,
         sql: Arc::new(Sql {
             get: format!("SELECT v FROM {table} WHERE id = $1"),
+            tenant: format!("SELECT v + 0 FROM {table} WHERE id = $1"),
             insert: format!("INSERT INTO {table} (id) VALUES ($1)"),
             upsert: format!(
                 "INSERT INTO {table} (id) VALUES ($1) \
@@ -632,9 +762,22 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     ));
     let health_task = tokio::spawn(health(checker, stop.clone()));
 
+    let mut memory = vec![memory_sample(0)];
     while started.elapsed() < args.duration {
         let left = args.duration.saturating_sub(started.elapsed());
         sleep(left.min(PROGRESS_EVERY)).await;
+        let minute = started.elapsed().as_secs() / MEMORY_EVERY.as_secs();
+        if minute > memory.last().map_or(0, |m| m.minute) {
+            let m = memory_sample(minute);
+            println!(
+                "[minute {:>3}] resident {}, live series {}, tenant series {} (limit 1000 + _overflow)",
+                m.minute,
+                mib(m.resident),
+                m.series,
+                m.tenant_series
+            );
+            memory.push(m);
+        }
         println!(
             "[{:>5} s] calls {:>9}: success {:>9}, error {:>7}, cancelled {:>6}; proxy accepted {}",
             started.elapsed().as_secs(),
@@ -832,19 +975,57 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         recovery_time.as_secs_f64()
     );
 
+    println!();
+    println!("== memory: resident and live series, every minute ==");
+    for m in &memory {
+        println!(
+            "minute {:>3}: resident {:>10}, live series {:>5}, tenant series {:>5}",
+            m.minute,
+            mib(m.resident),
+            m.series,
+            m.tenant_series
+        );
+    }
+    let after_warm_up = memory.iter().find(|m| m.minute == 2);
+    let last = memory.last();
+    let growth = match (after_warm_up.and_then(|m| m.resident), last) {
+        (Some(at_two), Some(last)) if last.minute > 2 => last
+            .resident
+            .map(|at_end| (at_end as f64 - at_two as f64) / at_two as f64),
+        _ => None,
+    };
+    let memory_flat = match growth {
+        Some(g) => {
+            println!(
+                "resident memory from minute 2 to minute {}: {:+.2}% (limit {:+.0}%)",
+                last.map_or(0, |m| m.minute),
+                g * 100.0,
+                RSS_GROWTH_LIMIT * 100.0
+            );
+            g < RSS_GROWTH_LIMIT
+        }
+        None => {
+            println!(
+                "resident memory growth: not measured (a run of 3 minutes or more measures it)"
+            );
+            true
+        }
+    };
+
     let db_client = db.config.connect(NoTls).await;
     if let Ok((client, connection)) = db_client {
         tokio::spawn(connection);
         let _ = client.batch_execute(&format!("DROP TABLE {table}")).await;
     }
 
-    let pass = mismatches == 0 && panics == 0 && health_counts.late == 0 && recovered;
+    let pass =
+        mismatches == 0 && panics == 0 && health_counts.late == 0 && recovered && memory_flat;
     if pass {
         println!("PASS: every call counted exactly once; checkouts balanced");
     } else {
         println!(
             "FAIL: {mismatches} mismatches, {panics} worker failures, {} late health checks, \
-             recovered: {recovered}",
+             recovered: {recovered}, memory flat: {memory_flat}",
             health_counts.late
         );
     }
