@@ -11,7 +11,10 @@ mod kw {
     syn::custom_keyword!(operation);
     syn::custom_keyword!(table);
     syn::custom_keyword!(name);
+    syn::custom_keyword!(function);
     syn::custom_keyword!(metrics);
+    syn::custom_keyword!(ok_if);
+    syn::custom_keyword!(error_if);
 }
 
 /// A validated operation: the runtime variant name and the span it was written at.
@@ -20,13 +23,22 @@ pub(crate) struct Op {
     pub(crate) span: Span,
 }
 
+/// `ok_if = ...` and `error_if = ...`: what counts as a failure, decided from `&` the returned
+/// value. Each is a path to a function or a closure.
+#[derive(Default)]
+pub(crate) struct Predicates {
+    pub(crate) ok_if: Option<Expr>,
+    pub(crate) error_if: Option<Expr>,
+}
+
 /// Arguments of `#[track_query(...)]`.
 #[derive(Default)]
 pub(crate) struct QueryArgs {
     pub(crate) op: Option<Op>,
     pub(crate) table: Option<LitStr>,
-    pub(crate) name: Option<LitStr>,
+    pub(crate) function: Option<LitStr>,
     pub(crate) metrics: Option<Expr>,
+    pub(crate) predicates: Predicates,
 }
 
 /// Arguments of `#[track_transaction(...)]`.
@@ -34,6 +46,50 @@ pub(crate) struct QueryArgs {
 pub(crate) struct TransactionArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) metrics: Option<Expr>,
+    pub(crate) predicates: Predicates,
+}
+
+impl Predicates {
+    /// Parses `ok_if = ...` or `error_if = ...` when the input starts with one; `Ok(false)`
+    /// when it starts with something else.
+    fn parse_one(&mut self, input: ParseStream<'_>) -> syn::Result<bool> {
+        if !input.peek2(Token![=]) {
+            return Ok(false);
+        }
+        let (slot, key) = if input.peek(kw::ok_if) {
+            (&mut self.ok_if, "ok_if")
+        } else if input.peek(kw::error_if) {
+            (&mut self.error_if, "error_if")
+        } else {
+            return Ok(false);
+        };
+        let key_ident: Ident = input.parse()?;
+        input.parse::<Token![=]>()?;
+        let predicate = parse_predicate(input, key)?;
+        set_once(
+            slot,
+            predicate,
+            key_ident.span(),
+            &format!("`{key}` predicate"),
+        )?;
+        Ok(true)
+    }
+}
+
+/// A predicate: a path to a function (`is_not_found`, `Option::is_none`) or a closure
+/// (`|r| matches!(r, Err(RepoError::NotFound))`), taking `&` the returned value.
+fn parse_predicate(input: ParseStream<'_>, key: &str) -> syn::Result<Expr> {
+    let expr: Expr = input.parse()?;
+    match expr {
+        Expr::Path(_) | Expr::Closure(_) => Ok(expr),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!(
+                "`{key}` takes a function or a closure over `&` the returned value, e.g. \
+                 `{key} = is_not_found` or `{key} = |r| matches!(r, Err(RepoError::NotFound))`"
+            ),
+        )),
+    }
 }
 
 impl Parse for QueryArgs {
@@ -52,23 +108,41 @@ impl Parse for QueryArgs {
                 input.parse::<Token![=]>()?;
                 let table = parse_table(input)?;
                 set_once(&mut args.table, table, key.span, "table")?;
+            } else if lookahead.peek(kw::function) && input.peek2(Token![=]) {
+                let key: kw::function = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let function = parse_non_empty(input, "function name")?;
+                set_once(&mut args.function, function, key.span, "function name")?;
             } else if lookahead.peek(kw::name) && input.peek2(Token![=]) {
                 let key: kw::name = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let name = parse_non_empty(input, "name")?;
-                set_once(&mut args.name, name, key.span, "name")?;
+                let example = input
+                    .parse::<LitStr>()
+                    .map_or_else(|_| "lookup".to_owned(), |lit| lit.value());
+                return Err(syn::Error::new(
+                    key.span,
+                    format!(
+                        "`name` sets no label: write `function = {example:?}` to name the \
+                         function in the slow-query log (and in the `function` label, when \
+                         DatabaseMetrics::builder(..).function_label(true) turns it on); the \
+                         labels of a query are its operation and table: \
+                         #[track_query(select, \"content\")]"
+                    ),
+                ));
             } else if lookahead.peek(kw::metrics) && input.peek2(Token![=]) {
                 let key: kw::metrics = input.parse()?;
                 input.parse::<Token![=]>()?;
                 let expr: Expr = input.parse()?;
                 set_once(&mut args.metrics, expr, key.span, "metrics")?;
+            } else if args.predicates.parse_one(input)? {
             } else if input.peek(Ident) && input.peek2(Token![=]) {
                 let key: Ident = input.parse()?;
                 return Err(syn::Error::new(
                     key.span(),
                     format!(
                         "unknown argument `{key}`; #[track_query] takes an operation, a table, \
-                         and optionally `name = \"...\"` and `metrics = <expr>`"
+                         and optionally `metrics = <expr>`, `ok_if = <fn>`, `error_if = <fn>` \
+                         and `function = \"...\"`"
                     ),
                 ));
             } else if position == 0
@@ -118,13 +192,15 @@ impl Parse for TransactionArgs {
                 set_once(&mut args.metrics, expr, key.span, "metrics")?;
             } else if input.peek(LitStr) && args.name.is_none() {
                 args.name = Some(parse_non_empty(input, "transaction name")?);
+            } else if args.predicates.parse_one(input)? {
             } else if input.peek(Ident) && input.peek2(Token![=]) {
                 let key: Ident = input.parse()?;
                 return Err(syn::Error::new(
                     key.span(),
                     format!(
                         "unknown argument `{key}`; #[track_transaction] takes a name \
-                         (\"archive_content\") and optionally `metrics = <expr>`"
+                         (\"archive_content\") and optionally `metrics = <expr>`, \
+                         `ok_if = <fn>` and `error_if = <fn>`"
                     ),
                 ));
             } else if input.peek(Ident) {

@@ -9,7 +9,7 @@ use syn::{Expr, FnArg, Ident, ItemFn, LitStr, ReturnType, Type};
 
 use dbmetrics_labels::Operation;
 
-use crate::attr::{QueryArgs, TransactionArgs};
+use crate::attr::{Predicates, QueryArgs, TransactionArgs};
 
 /// What the call site static is.
 enum SiteSpec {
@@ -38,7 +38,14 @@ pub(crate) fn track_query(args: QueryArgs, item: ItemFn) -> syn::Result<TokenStr
         op_span: op.span,
         table: args.table,
     };
-    expand(site, args.name, args.metrics, item, "track_query")
+    expand(
+        site,
+        args.function,
+        args.metrics,
+        args.predicates,
+        item,
+        "track_query",
+    )
 }
 
 pub(crate) fn track_transaction(args: TransactionArgs, item: ItemFn) -> syn::Result<TokenStream> {
@@ -49,6 +56,7 @@ pub(crate) fn track_transaction(args: TransactionArgs, item: ItemFn) -> syn::Res
         SiteSpec::Transaction { name },
         None,
         args.metrics,
+        args.predicates,
         item,
         "track_transaction",
     )
@@ -56,8 +64,9 @@ pub(crate) fn track_transaction(args: TransactionArgs, item: ItemFn) -> syn::Res
 
 fn expand(
     site: SiteSpec,
-    name: Option<LitStr>,
+    function: Option<LitStr>,
     metrics: Option<Expr>,
+    predicates: Predicates,
     item: ItemFn,
     macro_name: &str,
 ) -> syn::Result<TokenStream> {
@@ -79,7 +88,7 @@ fn expand(
         .into_iter()
         .partition(|a| matches!(a.style, syn::AttrStyle::Inner(_)));
 
-    let fn_name = name.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span()));
+    let fn_name = function.unwrap_or_else(|| LitStr::new(&sig.ident.to_string(), sig.ident.span()));
     let receiver = sig.inputs.first().and_then(|arg| match arg {
         FnArg::Receiver(r) => Some(r),
         FnArg::Typed(_) => None,
@@ -207,15 +216,45 @@ fn expand(
         ),
     };
 
+    // What counts as a failure: `ok_if`, then `error_if`, then the returned value's own
+    // outcome. Each predicate is applied where it was written, so that a wrong one is an error
+    // at the user's expression; neither runs before the call has ended.
+    let wrap_var = Ident::new("__dbmetrics_wrap", Span::mixed_site());
+    let mut decide = quote! { #wrap_var.__dbmetrics_outcome() };
+    if let Some(error_if) = &predicates.error_if {
+        let test = quote_spanned! {error_if.span()=>
+            ::dbmetrics::__private::outcome::test(&#output_var, #error_if)
+        };
+        decide = quote! {
+            if #test {
+                ::dbmetrics::__private::outcome::forced_error(#wrap_var.__dbmetrics_class())
+            } else {
+                #decide
+            }
+        };
+    }
+    if let Some(ok_if) = &predicates.ok_if {
+        let test = quote_spanned! {ok_if.span()=>
+            ::dbmetrics::__private::outcome::test(&#output_var, #ok_if)
+        };
+        decide = quote! {
+            if #test {
+                ::dbmetrics::__private::Outcome::Success
+            } else {
+                #decide
+            }
+        };
+    }
     let outcome = quote! {
         #[allow(clippy::needless_borrow, clippy::unnecessary_mut_passed)]
         let #outcome_var = {
             #[allow(unused_imports)]
             use ::dbmetrics::__private::outcome::{
-                ViaAnyError as _, ViaAsRefError as _, ViaClassify as _, ViaStdError as _,
-                ViaValue as _,
+                ViaAnyError as _, ViaAsRefError as _, ViaClassify as _, ViaClassifyValue as _,
+                ViaStdError as _, ViaValue as _,
             };
-            (&&&&&::dbmetrics::__private::outcome::Wrap(&#output_var)).__dbmetrics_outcome()
+            let #wrap_var = &&&&&&::dbmetrics::__private::outcome::Wrap(&#output_var);
+            #decide
         };
     };
     let record = quote! {

@@ -19,8 +19,10 @@ mod expand;
 /// ```text
 /// #[track_query(select, "content")]                  // operation ident (or "select"), table
 /// #[track_query(insert)]                             // table from #[tracked(table = "...")]
-/// #[track_query(op = "update", table = "content", name = "touch")]
+/// #[track_query(op = "update", table = "content", function = "touch")]
 /// #[track_query(select, "content", metrics = metrics)]  // free fn: name the metrics
+/// #[track_query(select, "items", ok_if = not_found)]    // a NotFound is a success
+/// #[track_query(select, "items", error_if = Option::is_none)]
 /// ```
 ///
 /// Arguments:
@@ -28,14 +30,21 @@ mod expand;
 ///   `copy`, `call`, `ddl`, `other`; anything else is a compile error at the typo;
 /// - table (second, or `table = "..."`): a string literal; a method of a
 ///   `#[derive(TrackedRepository)]` struct with `#[tracked(table = "...")]` may leave it out;
-/// - `name = "..."`: the function name used in the slow-query log (default: the fn's name);
+/// - `function = "..."`: the function name in the slow-query log and in the optional
+///   `function` label (default: the fn's name); `name = "..."` is an error that says so;
 /// - `metrics = <expr>`: what to record into (anything implementing `QueryMetrics`, e.g. a
 ///   `&DatabaseMetrics` parameter); required when there is no `self`, else `self` must derive
-///   `TrackedRepository`.
+///   `TrackedRepository`;
+/// - `ok_if = <fn or closure>`: a call whose returned value it holds for records `success`
+///   (a `NotFound` is no database failure);
+/// - `error_if = <fn or closure>`: a call whose returned value it holds for records `error`
+///   (class of the `Err` it holds, or the value's own `ClassifyError` class, else `other`).
+///   Both take `&` the returned value and return `bool`; `ok_if` wins when both hold.
 ///
 /// Works on `async fn` and plain `fn`, with any receiver, generics and `impl Trait`; the
 /// signature is kept as written. `result` is `success` unless the function returns `Err`
-/// (`error`, classified by `ClassifyError` or the error's `source()` chain), panics (`error`,
+/// (`error`, classified by `ClassifyError` or the error's `source()` chain; a success when
+/// `ClassifyError::is_failure` says it is no failure, or `ok_if` holds), panics (`error`,
 /// `error_type="panic"`; the panic continues) or its future is dropped before it finished
 /// (`cancelled`).
 #[proc_macro_attribute]
@@ -60,10 +69,11 @@ pub fn track_query(args: TokenStream, item: TokenStream) -> TokenStream {
 /// #[track_transaction("archive_content")]
 /// #[track_transaction]                                    // named after the function
 /// #[track_transaction("nightly", metrics = metrics)]      // free fn: name the metrics
+/// #[track_transaction("move_item", ok_if = not_found)]    // what counts as a failure
 /// ```
 ///
 /// Tracked queries called inside record as well. The rules for receivers, results,
-/// cancellation and panics are those of `#[track_query]`.
+/// cancellation, panics, `ok_if` and `error_if` are those of `#[track_query]`.
 #[proc_macro_attribute]
 pub fn track_transaction(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());

@@ -1,13 +1,17 @@
-//! axum routes (feature `axum`): `GET /metrics`, `GET /healthz`, `GET /health/detailed`.
+//! axum routes (feature `axum`): `GET /metrics`, `GET /healthz`, `GET /health/detailed`,
+//! `GET /livez`.
 //!
-//! | route | answers |
-//! |---|---|
-//! | `GET /metrics` | the Prometheus text, `text/plain; version=0.0.4; charset=utf-8` |
-//! | `GET /healthz` | [`HealthSummary`] as JSON: 200 when healthy or degraded, 503 when unhealthy |
-//! | `GET /health/detailed` | [`DetailedHealth`] as JSON: 200 when healthy or degraded, 503 when unhealthy |
+//! | route | answers | Kubernetes probe |
+//! |---|---|---|
+//! | `GET /metrics` | the Prometheus text, `text/plain; version=0.0.4; charset=utf-8` | — |
+//! | `GET /healthz` | [`HealthSummary`] as JSON: 200 when healthy or degraded, 503 when unhealthy | readiness |
+//! | `GET /health/detailed` | [`DetailedHealth`] as JSON: 200 when healthy or degraded, 503 when unhealthy | — (for people) |
+//! | `GET /livez` | `{"status":"alive"}`, 200, without touching the database | liveness |
 //!
-//! Health routes answer within the checker's timeout (see [`crate::health`]); the body is
-//! JSON either way, and holds no connection string, password or driver message.
+//! Health routes answer within the checker's timeout (see [`crate::health`]; default 800 ms,
+//! below a probe's default 1 s); the body is JSON either way, and holds no connection string,
+//! password or driver message. `/livez` answers as long as the process serves requests: a
+//! liveness probe must not depend on the database, or a database outage restarts every pod.
 //!
 //! ```no_run
 //! # extern crate dbmetrics_runtime as dbmetrics;
@@ -46,13 +50,14 @@ struct Routes {
 }
 
 /// A router serving `GET /metrics` (from `prometheus`), `GET /healthz` and
-/// `GET /health/detailed` (from `checker`). Merge it into your application's router with
-/// `Router::merge`, or nest it.
+/// `GET /health/detailed` (from `checker`), and `GET /livez` (from nothing: the process
+/// answers). Merge it into your application's router with `Router::merge`, or nest it.
 pub fn router(checker: DatabaseHealthChecker, prometheus: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/health/detailed", get(detailed))
+        .route("/livez", get(livez))
         .with_state(Routes {
             checker,
             prometheus,
@@ -77,6 +82,16 @@ async fn healthz(State(routes): State<Routes>) -> Response {
 async fn detailed(State(routes): State<Routes>) -> Response {
     let detailed = routes.checker.comprehensive_health_check().await;
     (http_status(detailed.overall_status), Json(detailed)).into_response()
+}
+
+/// Liveness: the process answers. Never touches the database (nor the pool, nor the checker).
+async fn livez() -> Response {
+    (StatusCode::OK, Json(Alive { status: "alive" })).into_response()
+}
+
+#[derive(serde::Serialize)]
+struct Alive {
+    status: &'static str,
 }
 
 fn http_status(status: HealthStatus) -> StatusCode {

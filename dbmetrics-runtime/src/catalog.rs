@@ -18,7 +18,7 @@
 //! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` |
 //! | `{service}_database_connection_leaks_total` | counter | pool | connections held longer than the tracked pool's leak threshold (off unless set) |
 //! | `{service}_database_connection_acquire_cancelled_total` | counter | pool | checkouts whose future was dropped before it got a connection |
-//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result | one tracked query |
+//! | `{service}_database_query_duration_seconds` | histogram | operation, table, result (+ function, with `function_label(true)`) | one tracked query |
 //! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
 //! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
 //! | `{service}_database_errors_total` | counter | operation, table, error_type | failed tracked queries and transactions |
@@ -385,6 +385,19 @@ pub fn opentelemetry_histogram_names() -> impl Iterator<Item = &'static str> {
         .filter_map(|s| s.otel.as_ref().map(|o| o.name))
 }
 
+/// The labels of `query_duration_seconds` with the optional `function` label.
+const QUERY_LABELS_WITH_FUNCTION: &[&str] = &["operation", "table", "result", "function"];
+
+/// The labels of `db.client.operation.duration` with the optional `code.function.name` label.
+const OTEL_QUERY_LABELS_WITH_FUNCTION: &[&str] = &[
+    "db.system.name",
+    "db.operation.name",
+    "db.collection.name",
+    "error.type",
+    "db.response.status_code",
+    "code.function.name",
+];
+
 /// The metric names of one service, in one naming.
 #[derive(Clone, Debug)]
 pub(crate) struct Catalog {
@@ -392,6 +405,9 @@ pub(crate) struct Catalog {
     naming: Naming,
     /// By [`Metric`]; `None`: not recorded in this naming.
     names: Vec<Option<KeyName>>,
+    /// `query_duration_seconds` carries a `function` label (`code.function.name` in the
+    /// OpenTelemetry naming).
+    function_label: bool,
 }
 
 impl Catalog {
@@ -416,7 +432,19 @@ impl Catalog {
             service: SharedString::from(service.to_owned()),
             naming,
             names,
+            function_label: false,
         })
+    }
+
+    /// This catalog, with or without the `function` label on `query_duration_seconds`.
+    pub(crate) fn with_function_label(mut self, on: bool) -> Self {
+        self.function_label = on;
+        self
+    }
+
+    /// Whether `query_duration_seconds` carries a `function` label.
+    pub(crate) fn function_label(&self) -> bool {
+        self.function_label
     }
 
     /// The service name every metric is prefixed with.
@@ -491,11 +519,17 @@ impl Catalog {
         SPECS
             .iter()
             .zip(&self.names)
-            .filter_map(|(spec, name)| {
+            .enumerate()
+            .filter_map(|(i, (spec, name))| {
                 let name = name.as_ref()?;
                 let (help, labels) = match (self.naming, &spec.otel) {
                     (Naming::OpenTelemetry, Some(otel)) => (otel.help, otel.labels),
                     _ => (spec.help, spec.labels),
+                };
+                let labels = match self.naming {
+                    _ if !(self.function_label && i == Metric::QueryDuration as usize) => labels,
+                    Naming::Service => QUERY_LABELS_WITH_FUNCTION,
+                    Naming::OpenTelemetry => OTEL_QUERY_LABELS_WITH_FUNCTION,
                 };
                 let info = MetricInfo {
                     name: name.as_str().to_owned(),
@@ -557,6 +591,13 @@ mod tests {
         let errors = &entries["content_service_database_errors_total"];
         assert_eq!(errors.kind, MetricKind::Counter);
         assert_eq!(errors.labels, &["operation", "table", "error_type"]);
+        let query = "content_service_database_query_duration_seconds";
+        assert_eq!(entries[query].labels, &["operation", "table", "result"]);
+        let with_function = catalog.with_function_label(true).entries();
+        assert_eq!(
+            with_function[query].labels,
+            &["operation", "table", "result", "function"]
+        );
     }
 
     #[test]

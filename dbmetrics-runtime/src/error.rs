@@ -43,6 +43,27 @@ pub enum Error {
         pool: String,
     },
 
+    /// The service (and pool) is set up already, with another value of an option given again
+    /// now: the setup in force would silently win, so this one is refused.
+    #[error(
+        "service {service:?} (pool {pool:?}) is already set up with {option} = {existing}, and \
+         this setup asks for {option} = {requested}; one setup's options hold for every handle \
+         of it: give the same {option} (or leave it out to take the one in force)"
+    )]
+    ConflictingSetup {
+        /// The service name.
+        service: String,
+        /// The pool label of the setup in force.
+        pool: String,
+        /// The builder option: `poll_interval`, `slow_query_threshold`, `label_limit`,
+        /// `function_label` (which holds for the whole service).
+        option: &'static str,
+        /// Its value in force.
+        existing: String,
+        /// The value asked for.
+        requested: String,
+    },
+
     /// A global `metrics` recorder is already installed; only one can be.
     #[error(
         "a metrics recorder is already installed in this process (the `metrics` crate allows one); \

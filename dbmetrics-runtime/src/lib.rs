@@ -12,6 +12,7 @@
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+mod call;
 pub mod catalog;
 pub mod classify;
 mod drivers;
@@ -23,6 +24,7 @@ pub mod health;
 mod intern;
 mod memory;
 mod metrics;
+mod monitor;
 mod naming;
 pub mod pool;
 mod record;
@@ -34,18 +36,20 @@ pub mod testing;
 mod tracker;
 pub mod transaction;
 
+pub use call::{NoPredicate, Predicate, TrackOutcome, TrackedCall};
 pub use classify::classes::ClassifyError;
 pub use error::Error;
 pub use health::checker::{DatabaseHealthChecker, DatabaseHealthCheckerBuilder};
 pub use health::report::HealthStatus;
 pub use memory::{InMemoryMetrics, RecordedSample};
 pub use metrics::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
+pub use monitor::{MonitoredDatabase, monitor_database};
 pub use naming::Naming;
 pub use pool::tracked::{TrackedConnection, TrackedPool};
 pub use record::{
-    CallSite, NoopMetrics, Operation, Outcome, QueryMetrics, Sample, UnknownOperation,
+    CallResult, CallSite, NoopMetrics, Operation, Outcome, QueryMetrics, Sample, UnknownOperation,
 };
-pub use tracker::{AsOperation, QueryPerformanceTracker, RepositoryMiddleware, TrackOutcome};
+pub use tracker::{AsOperation, QueryPerformanceTracker, RepositoryMiddleware};
 
 use pool::MonitoredPool;
 
@@ -117,7 +121,9 @@ impl InfrastructureEnhancer {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::private::*;
-    pub use crate::record::{Body, CallGuard, CallSite, LabelBudget, Operation, QueryMetrics};
+    pub use crate::record::{
+        Body, CallGuard, CallSite, LabelBudget, Operation, Outcome, QueryMetrics,
+    };
     pub use crate::{DefaultTable, TrackedRepository};
 
     /// Borrows a metrics sink (gives one clear error when `m` is not one).

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::record::{Operation, Outcome, QueryMetrics, Sample};
+use crate::record::{CallResult, Operation, Outcome, QueryMetrics, Sample};
 
 /// One recorded call, as [`InMemoryMetrics::samples`] returns it.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,17 +43,18 @@ impl InMemoryMetrics {
             .clone()
     }
 
-    /// How many queries of `operation` on `table` ended with `result` (`"success"`, `"error"`
-    /// or `"cancelled"`).
-    pub fn query_count(&self, operation: Operation, table: &str, result: &str) -> usize {
+    /// How many queries of `operation` on `table` ended with `result`.
+    pub fn query_count(&self, operation: Operation, table: &str, result: CallResult) -> usize {
         self.count(|s| {
-            s.operation == Some(operation) && s.table == table && s.outcome.result() == result
+            s.operation == Some(operation) && s.table == table && s.outcome.call_result() == result
         })
     }
 
     /// How many transactions called `name` ended with `result`.
-    pub fn transaction_count(&self, name: &str, result: &str) -> usize {
-        self.count(|s| s.operation.is_none() && s.table == name && s.outcome.result() == result)
+    pub fn transaction_count(&self, name: &str, result: CallResult) -> usize {
+        self.count(|s| {
+            s.operation.is_none() && s.table == name && s.outcome.call_result() == result
+        })
     }
 
     /// How many calls on `table` (or transaction `table`) failed with `error_type`.

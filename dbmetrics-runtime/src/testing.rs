@@ -22,7 +22,7 @@
 //! ```
 //! # extern crate dbmetrics_runtime as dbmetrics;
 //! use dbmetrics::testing::MetricsCapture;
-//! use dbmetrics::{Operation, QueryPerformanceTracker};
+//! use dbmetrics::{CallResult, Operation, QueryPerformanceTracker};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), dbmetrics::Error> {
@@ -33,8 +33,8 @@
 //!     tracker.track_query(Operation::Select, "content", async { Ok(Some(1)) }).await;
 //! assert!(found.is_ok());
 //!
-//! assert_eq!(capture.query_count(Operation::Select, "content", "success"), 1);
-//! assert_eq!(capture.query_count(Operation::Select, "content", "error"), 0);
+//! assert_eq!(capture.query_count(Operation::Select, "content", CallResult::Success), 1);
+//! assert_eq!(capture.query_count(Operation::Select, "content", CallResult::Error), 0);
 //! assert!(capture.query_errors(Operation::Select, "content").is_empty());
 //! # Ok(()) }
 //! ```
@@ -57,12 +57,13 @@ use metrics_util::registry::{AtomicStorage, Registry};
 use crate::catalog::Metric;
 use crate::error::Error;
 use crate::metrics::DatabaseMetrics;
-use crate::record::Operation;
+use crate::record::{CallResult, Operation};
 
 /// A recorder of its own and a `DatabaseMetrics` that records into it: what a repository
 /// under test emitted, read without parsing text. Cheap to clone (clones share the capture).
 ///
-/// `result` arguments are the label values `"success"`, `"error"` and `"cancelled"`.
+/// `result` arguments are typed: [`CallResult::Success`], [`CallResult::Error`],
+/// [`CallResult::Cancelled`] (the `result` label values `success`, `error`, `cancelled`).
 #[derive(Clone)]
 pub struct MetricsCapture {
     metrics: DatabaseMetrics,
@@ -99,19 +100,24 @@ impl MetricsCapture {
 
     /// How many queries of `operation` on `table` ended with `result` (the sample count of
     /// `{service}_database_query_duration_seconds{operation, table, result}`).
-    pub fn query_count(&self, operation: Operation, table: &str, result: &str) -> u64 {
+    pub fn query_count(&self, operation: Operation, table: &str, result: CallResult) -> u64 {
         self.query_durations(operation, table, result).len() as u64
     }
 
     /// The durations, in seconds and in recording order, of the queries of `operation` on
     /// `table` that ended with `result`.
-    pub fn query_durations(&self, operation: Operation, table: &str, result: &str) -> Vec<f64> {
+    pub fn query_durations(
+        &self,
+        operation: Operation,
+        table: &str,
+        result: CallResult,
+    ) -> Vec<f64> {
         self.histogram(
             self.name(Metric::QueryDuration),
             &[
                 ("operation", operation.as_str()),
                 ("table", table),
-                ("result", result),
+                ("result", result.as_str()),
             ],
         )
     }
@@ -124,18 +130,18 @@ impl MetricsCapture {
 
     /// How many transactions called `name` ended with `result`
     /// (`{service}_database_transactions_total{transaction, result}`).
-    pub fn transaction_count(&self, name: &str, result: &str) -> u64 {
+    pub fn transaction_count(&self, name: &str, result: CallResult) -> u64 {
         self.counter(
             self.name(Metric::Transactions),
-            &[("transaction", name), ("result", result)],
+            &[("transaction", name), ("result", result.as_str())],
         )
     }
 
     /// The durations, in seconds, of the transactions called `name` that ended with `result`.
-    pub fn transaction_durations(&self, name: &str, result: &str) -> Vec<f64> {
+    pub fn transaction_durations(&self, name: &str, result: CallResult) -> Vec<f64> {
         self.histogram(
             self.name(Metric::TransactionDuration),
-            &[("transaction", name), ("result", result)],
+            &[("transaction", name), ("result", result.as_str())],
         )
     }
 
@@ -324,17 +330,26 @@ mod tests {
                 Err(std::io::ErrorKind::Other.into())
             })
             .await;
-        assert_eq!(a.query_count(Operation::Insert, "t", "success"), 3);
-        assert_eq!(a.query_count(Operation::Insert, "t", "error"), 0);
-        assert_eq!(b.query_count(Operation::Insert, "t", "success"), 0);
-        assert_eq!(b.query_count(Operation::Insert, "t", "error"), 1);
+        assert_eq!(
+            a.query_count(Operation::Insert, "t", CallResult::Success),
+            3
+        );
+        assert_eq!(a.query_count(Operation::Insert, "t", CallResult::Error), 0);
+        assert_eq!(
+            b.query_count(Operation::Insert, "t", CallResult::Success),
+            0
+        );
+        assert_eq!(b.query_count(Operation::Insert, "t", CallResult::Error), 1);
         assert_eq!(
             b.query_errors(Operation::Insert, "t"),
             BTreeMap::from([("connection".to_owned(), 1)])
         );
         assert!(a.query_errors(Operation::Insert, "t").is_empty());
         // Reading does not drain.
-        assert_eq!(a.query_count(Operation::Insert, "t", "success"), 3);
+        assert_eq!(
+            a.query_count(Operation::Insert, "t", CallResult::Success),
+            3
+        );
         assert_eq!(
             a.series()
                 .iter()

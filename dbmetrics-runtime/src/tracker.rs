@@ -5,62 +5,12 @@
 use std::future::Future;
 use std::sync::{PoisonError, RwLock};
 
-use crate::classify::ClassifyError;
+use crate::call::{TrackOutcome, TrackedCall};
 use crate::drivers::DefaultPool;
 use crate::metrics::DatabaseMetrics;
 use crate::pool::MonitoredPool;
-use crate::record::{CallGuard, CallSite, Operation, Outcome, QueryMetrics, SiteKind};
+use crate::record::{CallSite, Operation, QueryMetrics};
 use crate::sites::{self, Function};
-
-/// How the tracker tells success from error in a future's output.
-///
-/// Implemented for `Result<T, E>` when `E: ClassifyError` (which `tokio_postgres::Error`,
-/// deadpool's `PoolError`, `io::Error` and boxed errors do), and for `()` and `Option<T>`
-/// (always a success).
-///
-/// `#[track_query]` classifies any `Result` (it sees the concrete type where it expands); the
-/// tracker is a generic function and cannot, so your own error type needs a [`ClassifyError`]
-/// implementation to be tracked. One line keeps the default classification (the first driver,
-/// pool or I/O error in the `source()` chain):
-///
-/// ```
-/// # extern crate dbmetrics_runtime as dbmetrics;
-/// #[derive(Debug, thiserror::Error)]
-/// enum RepoError {
-///     #[error("database error")]
-///     Db(#[from] tokio_postgres::Error),
-///     #[error("not found")]
-///     NotFound,
-/// }
-///
-/// impl dbmetrics::ClassifyError for RepoError {
-///     fn error_type(&self) -> &'static str {
-///         dbmetrics::classify::classify(self)
-///     }
-/// }
-/// ```
-pub trait TrackOutcome {
-    /// The outcome this value stands for.
-    fn outcome(&self) -> Outcome;
-}
-
-impl<T, E: ClassifyError> TrackOutcome for Result<T, E> {
-    fn outcome(&self) -> Outcome {
-        Outcome::of_result(self.as_ref(), E::error_type)
-    }
-}
-
-impl TrackOutcome for () {
-    fn outcome(&self) -> Outcome {
-        Outcome::Success
-    }
-}
-
-impl<T> TrackOutcome for Option<T> {
-    fn outcome(&self) -> Outcome {
-        Outcome::Success
-    }
-}
 
 /// An operation given at run time: an [`Operation`] or its name (`"select"`, ...).
 ///
@@ -152,12 +102,14 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
     /// Runs `future` as one query of `operation` on `table` and returns its output unchanged.
     ///
     /// The call is timed from the first poll of the returned future, as an `async fn` would be.
+    /// Its result is the output's ([`TrackOutcome`]), unless
+    /// [`.ok_if(..)`](TrackedCall::ok_if) or [`.error_if(..)`](TrackedCall::error_if) decide.
     pub fn track_query<F>(
         &self,
         operation: impl AsOperation,
         table: &str,
         future: F,
-    ) -> impl Future<Output = F::Output>
+    ) -> TrackedCall<'_, M, F>
     where
         F: Future,
         F::Output: TrackOutcome,
@@ -169,38 +121,19 @@ impl<M: QueryMetrics> QueryPerformanceTracker<M> {
             table,
             Function::Ours("track_query"),
         );
-        track(&self.metrics, site, future)
+        TrackedCall::new(&self.metrics, site, future)
     }
 
-    /// Runs `future` as one transaction called `name` and returns its output unchanged.
-    pub fn track_transaction<F>(&self, name: &str, future: F) -> impl Future<Output = F::Output>
+    /// Runs `future` as one transaction called `name` and returns its output unchanged (with
+    /// `.ok_if(..)` and `.error_if(..)` as [`track_query`](Self::track_query)).
+    pub fn track_transaction<F>(&self, name: &str, future: F) -> TrackedCall<'_, M, F>
     where
         F: Future,
         F::Output: TrackOutcome,
     {
         let site = sites::transaction_site(self.metrics.label_budget(), name);
-        track(&self.metrics, site, future)
+        TrackedCall::new(&self.metrics, site, future)
     }
-}
-
-/// Runs `future` as one call of `site`, recording its outcome into `metrics`.
-pub(crate) async fn track<M: QueryMetrics + ?Sized, F>(
-    metrics: &M,
-    site: &'static CallSite,
-    future: F,
-) -> F::Output
-where
-    F: Future,
-    F::Output: TrackOutcome,
-{
-    let table = match site.kind() {
-        SiteKind::Query { table, .. } => table.unwrap_or(""),
-        SiteKind::Transaction { name } => name,
-    };
-    let guard = CallGuard::start(metrics, site, table);
-    let output = guard.body(future).await;
-    guard.finish(output.outcome());
-    output
 }
 
 /// Runs repository methods as tracked queries, for code that cannot take an attribute (a
@@ -238,20 +171,23 @@ impl<P: MonitoredPool> RepositoryMiddleware<P> {
     }
 
     /// Runs `future` (the body of repository method `method`) as one `operation` on `table`;
-    /// `method` names the call in the slow-query log, never in a label.
+    /// `method` names the call in the slow-query log and, when the metrics were built with
+    /// [`function_label(true)`](crate::DatabaseMetricsBuilder::function_label), in the
+    /// `function` label. `.ok_if(..)` and `.error_if(..)` on the returned [`TrackedCall`] decide
+    /// what counts as a failure, as on the attributes.
     pub fn repository_method_tracker<F>(
         &self,
         operation: impl AsOperation,
         table: &str,
         method: &str,
         future: F,
-    ) -> impl Future<Output = F::Output>
+    ) -> TrackedCall<'_, DatabaseMetrics, F>
     where
         F: Future,
         F::Output: TrackOutcome,
     {
         let site = query_site(&self.metrics, &operation, table, Function::Given(method));
-        track(&self.metrics, site, future)
+        TrackedCall::new(&self.metrics, site, future)
     }
 
     /// The pool the repositories use.

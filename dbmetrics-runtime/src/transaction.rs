@@ -65,10 +65,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::call::TrackedCall;
 use crate::classify::ClassifyError;
 use crate::record::QueryMetrics;
 use crate::sites;
-use crate::tracker::track;
 
 /// The future a [`run`] closure returns: `Box::pin(async move { ... })`, borrowing the
 /// transaction for `'t`.
@@ -154,7 +154,7 @@ where
     // Boxed and checked for `Send` here, where the bounds are known: a caller (or an enclosing
     // `run`) never has to prove it through the closure's higher-ranked lifetimes.
     let site = sites::transaction_site(metrics.label_budget(), name);
-    Box::pin(track(metrics, site, async move {
+    Box::pin(TrackedCall::new(metrics, site, async move {
         let mut tx = client.begin().await?;
         match body(&mut tx).await {
             Ok(value) => {

@@ -2,12 +2,14 @@
 //!
 //! - `#[track_query(select, "content")]` on a repository method records its latency, result
 //!   (`success`, `error`, `cancelled`) and error class (the SQLSTATE condition name);
-//! - [`setup_database_monitoring`] publishes a deadpool-postgres pool's gauges;
+//! - [`monitor_database`] wires a deadpool-postgres pool in one call: its metrics (gauges
+//!   polled), a [`TrackedPool`] (checkouts counted and timed) and a [`DatabaseHealthChecker`],
+//!   from one service name ([`setup_database_monitoring`] sets up the metrics alone);
 //! - [`exporter::install_recorder`] installs the Prometheus exporter with histogram buckets
 //!   fine enough for sub-millisecond queries;
-//! - [`DatabaseHealthChecker`] answers health probes within a timeout ([`health`]), and with
-//!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz` and
-//!   `/health/detailed`;
+//! - [`DatabaseHealthChecker`] answers readiness probes within a timeout ([`health`]), and with
+//!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz`,
+//!   `/health/detailed` and `/livez` (liveness, without the database);
 //! - with the `tracing` feature every tracked call runs in a `tracing` span carrying the
 //!   OpenTelemetry database fields (`tracing-opentelemetry` exports it as a client span), and
 //!   [`Naming::OpenTelemetry`] records the OpenTelemetry database client metrics
@@ -73,12 +75,13 @@
 
 pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
-    AsOperation, CallSite, ClassifyError, DatabaseHealthChecker, DatabaseHealthCheckerBuilder,
-    DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error, HealthStatus, InMemoryMetrics,
-    InfrastructureEnhancer, Naming, NoopMetrics, Operation, Outcome, QueryMetrics,
-    QueryPerformanceTracker, RecordedSample, RepositoryMiddleware, Sample, TrackOutcome,
-    TrackedConnection, TrackedPool, TrackedRepository, UnknownOperation,
-    create_infrastructure_enhancer, create_repository_middleware, setup_database_monitoring,
+    AsOperation, CallResult, CallSite, ClassifyError, DatabaseHealthChecker,
+    DatabaseHealthCheckerBuilder, DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error,
+    HealthStatus, InMemoryMetrics, InfrastructureEnhancer, MonitoredDatabase, Naming, NoPredicate,
+    NoopMetrics, Operation, Outcome, Predicate, QueryMetrics, QueryPerformanceTracker,
+    RecordedSample, RepositoryMiddleware, Sample, TrackOutcome, TrackedCall, TrackedConnection,
+    TrackedPool, TrackedRepository, UnknownOperation, create_infrastructure_enhancer,
+    create_repository_middleware, monitor_database, setup_database_monitoring,
 };
 pub use dbmetrics_runtime::{catalog, classify, health, pool, transaction};
 

@@ -122,6 +122,8 @@ async fn healthy_summary_has_every_field_typed() {
                 "timestamp",
                 "pool_size",
                 "waiting_callers",
+                "pool_max_size",
+                "pool_checked_out",
             ],
         );
         assert_eq!(str_field(&v, "service"), service);
@@ -135,6 +137,8 @@ async fn healthy_summary_has_every_field_typed() {
         assert!(before <= timestamp && timestamp <= after, "{timestamp}");
         assert_eq!(u64_field(&v, "pool_size"), 4);
         assert_eq!(u64_field(&v, "waiting_callers"), 0);
+        assert_eq!(u64_field(&v, "pool_max_size"), 4);
+        assert_eq!(u64_field(&v, "pool_checked_out"), 0);
     })
     .await;
 }
@@ -193,6 +197,8 @@ async fn healthy_detailed_check_has_every_field_typed() {
                 "idle_connections",
                 "open_connections",
                 "waiting_callers",
+                "pool_max_size",
+                "pool_checked_out",
             ],
         );
         assert_eq!(str_field(p, "status"), "healthy");
@@ -202,6 +208,8 @@ async fn healthy_detailed_check_has_every_field_typed() {
         assert_eq!(u64_field(p, "idle_connections"), 0);
         assert_eq!(u64_field(p, "open_connections"), 0);
         assert_eq!(u64_field(p, "waiting_callers"), 0);
+        assert_eq!(u64_field(p, "pool_max_size"), 4);
+        assert_eq!(u64_field(p, "pool_checked_out"), 0);
 
         let q = &checks["query_performance"];
         assert_keys(
@@ -228,11 +236,16 @@ async fn healthy_detailed_check_has_every_field_typed() {
                 "max_connections",
                 "connections_headroom",
                 "connections_usage_percent",
+                "database_backends",
             ],
         );
         assert_eq!(str_field(r, "status"), "healthy");
         // the check's own connection is one of them
         assert!(u64_field(r, "active_connections") >= 1);
+        assert_eq!(
+            u64_field(r, "database_backends"),
+            u64_field(r, "active_connections")
+        );
         assert!(u64_field(r, "server_connections") >= 1);
         let bytes = u64_field(r, "database_size_bytes");
         assert!(bytes > 0);
@@ -653,6 +666,89 @@ async fn routes_answer_503_with_json_and_no_password_when_the_database_is_down()
         // /metrics does not depend on the database
         let (status, _, _) = get(&app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+/// The two meanings of `active_connections` side by side, under their unambiguous names: the
+/// pool's checkouts (`pool_checked_out`, out of `pool_max_size`) and the server backends of the
+/// database (`database_backends`, every client's, so at least the held ones plus the check's).
+#[tokio::test]
+async fn pool_checkouts_and_database_backends_have_names_of_their_own() {
+    bounded(async {
+        let pool = database().pool(5);
+        let checker = patient_checker(pool.clone(), &unique("health_names"));
+        let held = hold(&pool, 2).await;
+
+        let v = json(&call(checker.get_health_summary()).await);
+        assert_eq!(u64_field(&v, "pool_max_size"), 5);
+        assert_eq!(u64_field(&v, "pool_size"), 5);
+        assert_eq!(u64_field(&v, "pool_checked_out"), 2);
+        assert_eq!(u64_field(&v, "active_connections"), 2);
+
+        let v = json(&call(checker.comprehensive_health_check()).await);
+        let pool_check = &v["checks"]["connection_pool"];
+        assert_eq!(u64_field(pool_check, "pool_max_size"), 5);
+        assert_eq!(u64_field(pool_check, "pool_size"), 5);
+        assert_eq!(u64_field(pool_check, "pool_checked_out"), 2);
+        assert_eq!(u64_field(pool_check, "active_connections"), 2);
+        // two held + the check's own: three backends of this pool at least, and the server
+        // counts other clients of the database too
+        let resources = &v["checks"]["database_resources"];
+        let backends = u64_field(resources, "database_backends");
+        assert!(backends >= 3, "{resources}");
+        assert_eq!(u64_field(resources, "active_connections"), backends);
+        drop(held);
+    })
+    .await;
+}
+
+/// Kubernetes' default probe timeout is 1 s: the default checker answers before it, with a
+/// JSON 503 saying `timeout`, instead of leaving the probe to time out on its own.
+#[tokio::test]
+async fn the_default_timeout_is_below_a_kubernetes_probe_timeout() {
+    bounded(async {
+        assert_eq!(
+            dbmetrics::health::DEFAULT_TIMEOUT,
+            Duration::from_millis(800)
+        );
+        let (proxy, config) = FaultProxy::in_front_of(&database().config).await.unwrap();
+        proxy.set_mode(Mode::Silent).await.unwrap();
+        let checker = DatabaseHealthChecker::new(pool_for(config, 2), "svc");
+        assert_eq!(checker.config().timeout, Duration::from_millis(800));
+        let app = dbmetrics::axum::router(checker, prometheus().clone());
+        let (status, _, body) = get(&app, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(str_field(&v, "status"), "unhealthy");
+        assert_eq!(str_field(&v, "error"), "timeout");
+    })
+    .await;
+}
+
+/// `/livez` is the liveness probe: it answers 200 while the database is down (and `/healthz`,
+/// the readiness probe, 503), so that a database outage never restarts healthy pods.
+#[tokio::test]
+async fn livez_answers_while_the_database_is_down() {
+    bounded(async {
+        let (pool, _port) = dead_pool_with_password();
+        let app = dbmetrics::axum::router(
+            fast_failing_checker(pool.clone(), "svc"),
+            prometheus().clone(),
+        );
+        let (status, content_type, body) = get(&app, "/livez").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(body, r#"{"status":"alive"}"#);
+        let (status, _, _) = get(&app, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        // it never touched the database: the pool opened no connection for it
+        assert_eq!(pool.status().size, 0);
+        let (status, _, body) = get(&app, "/livez").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"status":"alive"}"#)
+        );
     })
     .await;
 }

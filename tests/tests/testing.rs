@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use dbmetrics::testing::{MetricsCapture, Value};
 use dbmetrics::{
-    ClassifyError, DatabaseMetrics, Operation, QueryMetrics, TrackedRepository, track_query,
-    transaction,
+    CallResult, ClassifyError, DatabaseMetrics, Operation, QueryMetrics, TrackedRepository,
+    track_query, transaction,
 };
 use dbmetrics::{InMemoryMetrics, NoopMetrics};
 use dbmetrics_tests::{database, prometheus, scrape, unique};
@@ -109,19 +109,19 @@ async fn exercise(n: i64) {
     assert!(matches!(repo.create(0, "dup").await, Err(RepoError::Db(_))));
 
     assert_eq!(
-        capture.query_count(Operation::Insert, "content", "success"),
+        capture.query_count(Operation::Insert, "content", CallResult::Success),
         n as u64
     );
     assert_eq!(
-        capture.query_count(Operation::Insert, "content", "error"),
+        capture.query_count(Operation::Insert, "content", CallResult::Error),
         1
     );
     assert_eq!(
-        capture.query_count(Operation::Select, "content", "success"),
+        capture.query_count(Operation::Select, "content", CallResult::Success),
         n as u64
     );
     assert_eq!(
-        capture.query_count(Operation::Select, "content", "cancelled"),
+        capture.query_count(Operation::Select, "content", CallResult::Cancelled),
         0
     );
     assert_eq!(
@@ -133,7 +133,7 @@ async fn exercise(n: i64) {
             .query_errors(Operation::Select, "content")
             .is_empty()
     );
-    let durations = capture.query_durations(Operation::Select, "content", "success");
+    let durations = capture.query_durations(Operation::Select, "content", CallResult::Success);
     assert_eq!(durations.len() as i64, n);
     assert!(durations.iter().all(|s| (0.0..60.0).contains(s)));
 }
@@ -184,7 +184,7 @@ async fn transactions_by_result_and_error_class() {
         .await;
         assert!(cut.is_err());
 
-        for result in ["success", "error", "cancelled"] {
+        for result in CallResult::ALL {
             assert_eq!(
                 capture.transaction_count("archive_content", result),
                 1,
@@ -235,7 +235,7 @@ async fn nothing_captured_reaches_the_process_recorder() {
         let repo = ContentRepository::with_table(capture.metrics()).await;
         repo.create(1, "x").await.unwrap();
         assert_eq!(
-            capture.query_count(Operation::Insert, "content", "success"),
+            capture.query_count(Operation::Insert, "content", CallResult::Success),
             1
         );
         let e = scrape();
@@ -279,7 +279,7 @@ async fn in_memory_and_noop_metrics_for_generic_repositories() {
         assert_eq!(repo.one().await.unwrap(), 1);
         assert_eq!(repo.one().await.unwrap(), 1);
         assert_eq!(
-            memory.query_count(Operation::Select, "numbers", "success"),
+            memory.query_count(Operation::Select, "numbers", CallResult::Success),
             2
         );
         let samples = memory.samples();

@@ -42,12 +42,14 @@ pub fn classify(err: &(dyn StdError + 'static)) -> &'static str {
 
 /// Classifies a `tokio_postgres::Error` (feature `deadpool`).
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
     crate::drivers::classify_postgres(err)
 }
 
 /// Classifies a deadpool-postgres `PoolError` (feature `deadpool`).
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub fn classify_pool(err: &deadpool_postgres::PoolError) -> &'static str {
     crate::drivers::classify_pool(err)
 }

@@ -96,9 +96,45 @@ pub fn classify_io(err: &std::io::Error) -> &'static str {
 /// deadpool `PoolError` or an `io::Error`; otherwise the class is `other`.
 ///
 /// The returned value is a label value: keep it to a small, fixed set of `snake_case` words.
+///
+/// # Errors that are not database failures
+///
+/// A `NotFound` or a validation error is an `Err` of the repository, but not a failure of the
+/// database call: it should not feed the error ratio. Say so once, for every call that returns
+/// it, with [`is_failure`](ClassifyError::is_failure); such a call records `result="success"`
+/// (the attribute, the tracker, the middleware and `transaction::run` alike):
+///
+/// ```
+/// # extern crate dbmetrics_runtime as dbmetrics;
+/// # use dbmetrics::ClassifyError;
+/// # #[derive(Debug)]
+/// # enum RepoError { Db(tokio_postgres::Error), NotFound }
+/// impl ClassifyError for RepoError {
+///     fn error_type(&self) -> &'static str {
+///         match self {
+///             RepoError::Db(e) => dbmetrics::classify::classify(e),
+///             RepoError::NotFound => "not_found",
+///         }
+///     }
+///
+///     fn is_failure(&self) -> bool {
+///         !matches!(self, RepoError::NotFound)
+///     }
+/// }
+/// ```
+///
+/// For one method only, `#[track_query(select, "items", ok_if = ...)]` decides per call site.
 pub trait ClassifyError {
     /// The `error_type` label for this error.
     fn error_type(&self) -> &'static str;
+
+    /// Whether this error is a failure of the database call, recorded as `result="error"`
+    /// (the default: `true`). Return `false` for errors that are answers, not failures (a row
+    /// that does not exist, input that does not validate): the call is then recorded as
+    /// `result="success"`, with no `errors_total` sample.
+    fn is_failure(&self) -> bool {
+        true
+    }
 }
 
 impl ClassifyError for std::io::Error {

@@ -12,6 +12,7 @@ mod sqlstate;
 
 pub use chain::classify;
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub use chain::{classify_pool, classify_postgres};
 pub(crate) use classes::ClassifyError;
 pub use classes::{

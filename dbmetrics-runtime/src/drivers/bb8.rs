@@ -31,8 +31,10 @@ use crate::classify::{ClassifyError, POOL_TIMEOUT};
 use crate::pool::{PoolStatus, TimeoutStage};
 use crate::transaction::BeginTransaction;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<M: ManageConnection> sealed::Sealed for Pool<M> {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<M> MonitoredPool for Pool<M>
 where
     M: ManageConnection,
@@ -105,6 +107,7 @@ fn shared_state_address(debug: &str) -> usize {
 
 /// bb8-postgres' pool error. Another manager's `RunError<E>` classifies through
 /// [`classify`](crate::classify::classify), which finds `E` as its source.
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl ClassifyError for RunError<tokio_postgres::Error> {
     fn error_type(&self) -> &'static str {
         match self {
@@ -133,6 +136,7 @@ pub(super) fn classify_message(message: &str) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct ProbeConnection(Client);
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<Tls> HealthCheckable for Pool<PostgresConnectionManager<Tls>>
 where
     Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -164,6 +168,7 @@ where
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 impl<Tls> BeginTransaction for TrackedConnection<Pool<PostgresConnectionManager<Tls>>>
 where
     Tls: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,

@@ -27,8 +27,10 @@ use crate::classify::{ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT};
 use crate::pool::{PoolStatus, TimeoutStage};
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl sealed::Sealed for Pool {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl MonitoredPool for Pool {
     type Connection = Object;
     type Target = Object;
@@ -99,6 +101,7 @@ fn pool_status(status: Status) -> PoolStatus {
 
 /// A connection held by a health check.
 #[doc(hidden)]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 #[derive(Debug)]
 pub enum ProbeConnection {
     /// From the pool.
@@ -107,6 +110,7 @@ pub enum ProbeConnection {
     Dedicated(ClientWrapper),
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl HealthCheckable for Pool {
     type ProbeConnection = ProbeConnection;
 
@@ -158,6 +162,7 @@ impl HealthCheckable for Pool {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl ClassifyError for PoolError {
     fn error_type(&self) -> &'static str {
         classify_pool(self)
@@ -194,6 +199,7 @@ pub(super) fn classify_message(message: &str) -> Option<&'static str> {
 
 macro_rules! begin_with {
     ($($client:ty => $transaction:ty, $begin:path;)+) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
         impl BeginTransaction for $client {
             type Error = tokio_postgres::Error;
             type Transaction<'a>
@@ -217,6 +223,7 @@ begin_with! {
     deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl OpenTransaction for deadpool_postgres::Transaction<'_> {
     type Error = tokio_postgres::Error;
 

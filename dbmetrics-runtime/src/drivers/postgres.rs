@@ -11,6 +11,7 @@ use crate::classify::{
 };
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
+#[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
 impl ClassifyError for tokio_postgres::Error {
     fn error_type(&self) -> &'static str {
         classify_postgres(self)
@@ -87,6 +88,7 @@ pub(super) async fn first_row(
 
 macro_rules! begin_with {
     ($($client:ty => $begin:path;)+) => {$(
+        #[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
         impl BeginTransaction for $client {
             type Error = tokio_postgres::Error;
             type Transaction<'a>
@@ -108,6 +110,7 @@ begin_with! {
     tokio_postgres::Transaction<'_> => tokio_postgres::Transaction::transaction;
 }
 
+#[cfg_attr(docsrs, doc(cfg(any(feature = "deadpool", feature = "bb8"))))]
 impl OpenTransaction for tokio_postgres::Transaction<'_> {
     type Error = tokio_postgres::Error;
 

@@ -58,25 +58,26 @@ pub struct DatabaseHealthCheckerBuilder<P: HealthCheckable = DefaultPool> {
 }
 
 impl<P: HealthCheckable> DatabaseHealthCheckerBuilder<P> {
-    /// Bound of every health call (default 3 s). Must be above zero.
+    /// Bound of every health call (default 800 ms, below Kubernetes' default probe timeout of
+    /// 1 s). Must be above zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self
     }
 
-    /// `connectivity` is degraded when acquiring plus `SELECT 1` takes this long (default 1 s).
+    /// `connectivity` is degraded when acquiring plus `SELECT 1` takes this long (default 250 ms).
     pub fn slow_connectivity(mut self, threshold: Duration) -> Self {
         self.config.slow_connectivity = threshold;
         self
     }
 
-    /// `query_performance` is degraded when `SELECT 1` takes this long (default 500 ms).
+    /// `query_performance` is degraded when `SELECT 1` takes this long (default 125 ms).
     pub fn slow_simple_query(mut self, threshold: Duration) -> Self {
         self.config.slow_simple_query = threshold;
         self
     }
 
-    /// `query_performance` is degraded when the catalog query takes this long (default 2 s).
+    /// `query_performance` is degraded when the catalog query takes this long (default 400 ms).
     pub fn slow_complex_query(mut self, threshold: Duration) -> Self {
         self.config.slow_complex_query = threshold;
         self
@@ -132,6 +133,16 @@ impl DatabaseHealthChecker {
             service: service.to_owned(),
             config: HealthConfig::default(),
         }
+    }
+
+    /// A checker with `config`, validated as [`DatabaseHealthCheckerBuilder::build`] does.
+    pub(crate) fn with_config<P: HealthCheckable>(
+        pool: P,
+        service: &str,
+        config: HealthConfig,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self::from_parts(pool, service.to_owned(), config))
     }
 
     fn from_parts<P: HealthCheckable>(pool: P, service: String, config: HealthConfig) -> Self {
@@ -259,6 +270,8 @@ impl Inner {
             timestamp: unix_now(),
             pool_size: pool.pool_size,
             waiting_callers: pool.waiting_callers,
+            pool_max_size: pool.pool_max_size,
+            pool_checked_out: pool.pool_checked_out,
             error: connectivity.error,
         }
     }
@@ -274,6 +287,8 @@ impl Inner {
                 idle_connections: 0,
                 open_connections: 0,
                 waiting_callers: 0,
+                pool_max_size: 0,
+                pool_checked_out: 0,
             };
         };
         let active = status.active();
@@ -296,6 +311,8 @@ impl Inner {
             idle_connections: status.idle,
             open_connections: status.open,
             waiting_callers: waiting,
+            pool_max_size: status.max,
+            pool_checked_out: active,
         }
     }
 }

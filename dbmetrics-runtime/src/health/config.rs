@@ -9,17 +9,21 @@ use crate::error::Error;
 /// answers. Health only; the error counter records such calls as `result="cancelled"`.
 pub const TIMEOUT: &str = "timeout";
 
-/// Default bound of every health call: 3 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default bound of every health call: 800 ms, below Kubernetes' default probe timeout
+/// (`timeoutSeconds: 1`), so that a probe gets the JSON answer (503 and `"error": "timeout"`)
+/// rather than timing out itself.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(800);
 /// The longest `timeout` a checker accepts.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Default `connectivity` threshold: acquiring a connection plus `SELECT 1` taking 1 s or more
-/// is `degraded`.
-pub const DEFAULT_SLOW_CONNECTIVITY: Duration = Duration::from_secs(1);
-/// Default `query_performance` threshold of the simple query (`SELECT 1`): 500 ms.
-pub const DEFAULT_SLOW_SIMPLE_QUERY: Duration = Duration::from_millis(500);
-/// Default `query_performance` threshold of the catalog query: 2 s.
-pub const DEFAULT_SLOW_COMPLEX_QUERY: Duration = Duration::from_secs(2);
+/// Default `connectivity` threshold: acquiring a connection plus `SELECT 1` taking 250 ms or
+/// more is `degraded` (under a third of [`DEFAULT_TIMEOUT`]).
+pub const DEFAULT_SLOW_CONNECTIVITY: Duration = Duration::from_millis(250);
+/// Default `query_performance` threshold of the simple query (`SELECT 1`): 125 ms.
+pub const DEFAULT_SLOW_SIMPLE_QUERY: Duration = Duration::from_millis(125);
+/// Default `query_performance` threshold of the catalog query: 400 ms (half of
+/// [`DEFAULT_TIMEOUT`], so that a slow catalog reads `degraded` before the deadline makes it
+/// `unhealthy`).
+pub const DEFAULT_SLOW_COMPLEX_QUERY: Duration = Duration::from_millis(400);
 /// Default pool utilisation (checked-out connections / `max_size`, percent) from which the
 /// `connection_pool` check is `degraded`: 80 %.
 pub const DEFAULT_POOL_UTILIZATION_DEGRADED: f64 = 80.0;
@@ -36,16 +40,16 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::ZERO;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct HealthConfig {
-    /// Bound of every health call, from the call to its answer ([`DEFAULT_TIMEOUT`], 3 s).
+    /// Bound of every health call, from the call to its answer ([`DEFAULT_TIMEOUT`], 800 ms).
     pub timeout: Duration,
     /// `connectivity` is degraded when acquiring a connection plus `SELECT 1` takes this long
-    /// ([`DEFAULT_SLOW_CONNECTIVITY`], 1 s).
+    /// ([`DEFAULT_SLOW_CONNECTIVITY`], 250 ms).
     pub slow_connectivity: Duration,
     /// `query_performance` is degraded when `SELECT 1` takes this long
-    /// ([`DEFAULT_SLOW_SIMPLE_QUERY`], 500 ms).
+    /// ([`DEFAULT_SLOW_SIMPLE_QUERY`], 125 ms).
     pub slow_simple_query: Duration,
     /// `query_performance` is degraded when the catalog query takes this long
-    /// ([`DEFAULT_SLOW_COMPLEX_QUERY`], 2 s).
+    /// ([`DEFAULT_SLOW_COMPLEX_QUERY`], 400 ms).
     pub slow_complex_query: Duration,
     /// `connection_pool` is degraded at this utilisation, in percent
     /// ([`DEFAULT_POOL_UTILIZATION_DEGRADED`], 80). Also degraded whenever a caller waits for
@@ -136,5 +140,20 @@ mod tests {
             );
         }
         assert!(HealthConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn the_defaults_answer_a_kubernetes_probe_in_time() {
+        let config = HealthConfig::default();
+        // Kubernetes' default probe timeout is 1 s: the check must answer before it.
+        assert_eq!(config.timeout, Duration::from_millis(800));
+        // Every time threshold can be crossed before the deadline makes the check unhealthy.
+        for threshold in [
+            config.slow_connectivity,
+            config.slow_simple_query,
+            config.slow_complex_query,
+        ] {
+            assert!(threshold < config.timeout, "{threshold:?}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Health checks of a pool and its database, bounded by a timeout.
 //!
-//! [`DatabaseHealthChecker::get_health_summary`] answers a liveness/readiness probe (`SELECT 1`
-//! and the pool's utilisation); [`DatabaseHealthChecker::comprehensive_health_check`] runs four
+//! [`DatabaseHealthChecker::get_health_summary`] answers a readiness probe (`SELECT 1` and the
+//! pool's utilisation; never a liveness probe: a database outage would restart every healthy
+//! pod, and `dbmetrics::axum::router` serves `/livez` for liveness, without the database); [`DatabaseHealthChecker::comprehensive_health_check`] runs four
 //! checks (`connectivity`, `connection_pool`, `query_performance`, `database_resources`) and
 //! reports the worst of them as `overall_status`. Both results serialize to the JSON of the
 //! original library (see the README, "Health checks").
@@ -12,7 +13,7 @@
 //! use dbmetrics::{DatabaseHealthChecker, HealthStatus};
 //!
 //! # async fn run(pool: deadpool_postgres::Pool) -> Result<(), dbmetrics::Error> {
-//! // defaults: every call answers within 3 s, no result cache
+//! // defaults: every call answers within 800 ms, no result cache
 //! let checker = DatabaseHealthChecker::new(pool.clone(), "content_service");
 //! let summary = checker.get_health_summary().await;
 //! if summary.status == HealthStatus::Unhealthy {

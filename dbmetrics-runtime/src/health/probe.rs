@@ -139,6 +139,7 @@ impl ResourceFigures {
             max_connections: Some(self.max_connections),
             connections_headroom: Some(self.max_connections - self.server_connections),
             connections_usage_percent: Some(usage),
+            database_backends: Some(self.database_connections),
             error: None,
         }
     }

@@ -61,8 +61,13 @@ impl fmt::Display for HealthStatus {
 /// {"service": "content_service", "status": "healthy", "connectivity": true,
 ///  "response_time_seconds": 0.002, "pool_utilization_percent": 25.0,
 ///  "active_connections": 2, "timestamp": 1701234567.89,
-///  "pool_size": 8, "waiting_callers": 0}
+///  "pool_size": 8, "waiting_callers": 0, "pool_max_size": 8, "pool_checked_out": 2}
 /// ```
+///
+/// `pool_size` and `active_connections` are the original library's names: the pool's
+/// configured maximum, and its connections checked out. `pool_max_size` and
+/// `pool_checked_out` say the same without the ambiguity (the `database_resources` check of
+/// the detailed health has an `active_connections` of its own, with another meaning).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct HealthSummary {
@@ -77,14 +82,20 @@ pub struct HealthSummary {
     pub response_time_seconds: f64,
     /// Checked-out connections / `max_size`, percent (two decimals).
     pub pool_utilization_percent: f64,
-    /// Connections checked out of the pool (not counting the check's own).
+    /// Connections checked out of the pool (not counting the check's own); the same as
+    /// `pool_checked_out`.
     pub active_connections: usize,
     /// When this result was measured: unix time, seconds.
     pub timestamp: f64,
-    /// The pool's `max_size`.
+    /// The pool's configured maximum (`max_size`), not its open connections; the same as
+    /// `pool_max_size`.
     pub pool_size: usize,
     /// Callers queued for a connection.
     pub waiting_callers: usize,
+    /// The pool's configured maximum (`max_size`).
+    pub pool_max_size: usize,
+    /// Connections checked out of the pool, read before the check took its own.
+    pub pool_checked_out: usize,
     /// Error class when `connectivity` is false; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
@@ -144,9 +155,11 @@ pub struct ConnectivityCheck {
 pub struct PoolCheck {
     /// Degraded at [`HealthConfig::pool_utilization_degraded`](super::HealthConfig::pool_utilization_degraded) or when callers wait.
     pub status: HealthStatus,
-    /// The pool's `max_size`.
+    /// The pool's configured maximum (`max_size`), not its open connections; the same as
+    /// `pool_max_size`.
     pub pool_size: usize,
-    /// Connections checked out (`size - available`).
+    /// Connections checked out of the pool (`size - available`); the same as
+    /// `pool_checked_out`.
     pub active_connections: usize,
     /// `active_connections / pool_size`, percent (two decimals).
     pub utilization_percent: f64,
@@ -156,6 +169,10 @@ pub struct PoolCheck {
     pub open_connections: usize,
     /// Callers queued for a connection (`waiting`).
     pub waiting_callers: usize,
+    /// The pool's configured maximum (`max_size`).
+    pub pool_max_size: usize,
+    /// Connections checked out of the pool (`size - available`).
+    pub pool_checked_out: usize,
 }
 
 /// The `query_performance` check.
@@ -183,7 +200,9 @@ pub struct DatabaseResourcesCheck {
     /// Unhealthy when the query failed or did not finish in time, degraded at
     /// [`HealthConfig::connections_usage_degraded`](super::HealthConfig::connections_usage_degraded).
     pub status: HealthStatus,
-    /// Connections to this database (`pg_stat_activity` rows of `current_database()`).
+    /// Server backends connected to this database (`pg_stat_activity` rows of
+    /// `current_database()`: every client's, not only this pool's); the same as
+    /// `database_backends`.
     pub active_connections: Option<i64>,
     /// `pg_size_pretty(pg_database_size(current_database()))`, e.g. `"45 MB"`.
     pub database_size: Option<String>,
@@ -197,6 +216,9 @@ pub struct DatabaseResourcesCheck {
     pub connections_headroom: Option<i64>,
     /// `server_connections / max_connections`, percent (two decimals).
     pub connections_usage_percent: Option<f64>,
+    /// Server backends connected to this database (`pg_stat_activity` rows of
+    /// `current_database()`, every client's).
+    pub database_backends: Option<i64>,
     /// Error class on failure; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
@@ -214,6 +236,7 @@ impl DatabaseResourcesCheck {
             max_connections: None,
             connections_headroom: None,
             connections_usage_percent: None,
+            database_backends: None,
             error: Some(class),
         }
     }

@@ -7,6 +7,7 @@ use super::registry;
 use crate::catalog::Catalog;
 use crate::drivers::DefaultPool;
 use crate::error::Error;
+use crate::health::HealthConfig;
 use crate::intern::intern;
 use crate::naming::Naming;
 use crate::pool::MonitoredPool;
@@ -37,6 +38,20 @@ pub fn setup_database_monitoring<P: MonitoredPool>(
 }
 
 impl DatabaseMetrics {
+    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
+    /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
+    /// The `function` label and the [`Naming`] follow the setting of the service's monitored
+    /// pools, if any (off, and [`Naming::Service`], otherwise): they hold for the whole service.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn new(service: &str) -> Result<Self, Error> {
+        let other = registry::lock().any_of(service);
+        let function_label = other.as_ref().is_some_and(|other| other.function_label());
+        let naming = other.map_or(Naming::Service, |other| other.naming());
+        Self::without_pool(service, None, function_label, naming)
+    }
+
     /// Starts configuring monitoring of `pool` for `service`.
     pub fn builder<P: MonitoredPool>(pool: &P, service: &str) -> DatabaseMetricsBuilder<P> {
         DatabaseMetricsBuilder::new(pool.clone(), service)
@@ -62,17 +77,39 @@ impl DatabaseMetrics {
     }
 }
 
-/// Options of [`setup_database_monitoring`].
+/// Options of [`setup_database_monitoring`] and [`crate::monitor_database`].
+///
+/// An option left out takes its default for a new setup, and the value in force when the
+/// service and pool are set up already; an option given that differs from the one in force is
+/// [`Error::ConflictingSetup`], never silently dropped.
 #[derive(Debug)]
 #[must_use = "call .build() to start monitoring"]
 pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
-    pool: P,
+    pub(crate) pool: P,
     service: String,
-    pool_name: String,
-    poll_interval: Duration,
-    slow_query_threshold: Option<Duration>,
-    label_limit: usize,
-    naming: Naming,
+    pub(crate) pool_name: String,
+    /// The options given (`None`: left out).
+    given: Options<
+        Option<Duration>,
+        Option<Option<Duration>>,
+        Option<usize>,
+        Option<bool>,
+        Option<Naming>,
+    >,
+    /// What a left-out option is for a new setup.
+    defaults: Options<Duration, Option<Duration>, usize, bool, Naming>,
+    /// Health check settings for [`build_monitored`](Self::build_monitored).
+    pub(crate) health: HealthConfig,
+}
+
+/// The options of one setup.
+#[derive(Clone, Copy, Debug)]
+struct Options<I, S, L, F, N> {
+    poll_interval: I,
+    slow_query_threshold: S,
+    label_limit: L,
+    function_label: F,
+    naming: N,
 }
 
 impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
@@ -81,28 +118,46 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
             pool,
             service: service.to_owned(),
             pool_name: DatabaseMetrics::DEFAULT_POOL_NAME.to_owned(),
-            poll_interval: DatabaseMetrics::DEFAULT_POLL_INTERVAL,
-            slow_query_threshold: Some(DatabaseMetrics::DEFAULT_SLOW_QUERY_THRESHOLD),
-            label_limit: DatabaseMetrics::DEFAULT_LABEL_LIMIT,
-            naming: Naming::Service,
+            given: Options {
+                poll_interval: None,
+                slow_query_threshold: None,
+                label_limit: None,
+                function_label: None,
+                naming: None,
+            },
+            defaults: Options {
+                poll_interval: DatabaseMetrics::DEFAULT_POLL_INTERVAL,
+                slow_query_threshold: Some(DatabaseMetrics::DEFAULT_SLOW_QUERY_THRESHOLD),
+                label_limit: DatabaseMetrics::DEFAULT_LABEL_LIMIT,
+                function_label: false,
+                naming: Naming::Service,
+            },
+            health: HealthConfig::default(),
         }
     }
 
-    /// Which names the metrics are recorded under: [`Naming::Service`] (the default,
-    /// `{service}_database_*`) or [`Naming::OpenTelemetry`] (`db.client.operation.duration`,
-    /// `db.client.connection.*`; see [`crate::catalog`]).
-    ///
-    /// Setting up a service and pool that are already monitored returns the existing handle,
-    /// with the naming it was set up with ([`DatabaseMetrics::naming`] tells which).
-    pub fn naming(mut self, naming: Naming) -> Self {
-        self.naming = naming;
+    /// The service name given.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Left-out options default to those of `metrics` (a tracked pool's own label follows the
+    /// metrics it was made from), and agree with any setup in force.
+    pub(crate) fn defaults_from(mut self, metrics: &DatabaseMetrics) -> Self {
+        self.defaults = Options {
+            poll_interval: metrics.poll_interval(),
+            slow_query_threshold: metrics.slow_query_threshold(),
+            label_limit: metrics.label_limit(),
+            function_label: metrics.function_label(),
+            naming: metrics.naming(),
+        };
         self
     }
 
     /// How often the poller reads the pool status (default 1 s, so a change shows within
     /// about a second; minimum 10 ms). Each tick costs the same whatever the pool's size.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(10));
+        self.given.poll_interval = Some(interval.max(Duration::from_millis(10)));
         self
     }
 
@@ -115,7 +170,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// Log tracked calls at least this slow (`WARN`, target `dbmetrics::slow_query`, no SQL
     /// text); `None` turns the log off. Default 1 s.
     pub fn slow_query_threshold(mut self, threshold: Option<Duration>) -> Self {
-        self.slow_query_threshold = threshold;
+        self.given.slow_query_threshold = Some(threshold);
         self
     }
 
@@ -127,7 +182,42 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// every call is still counted once; series and memory stay bounded. Names written in
     /// attributes (`#[track_query(select, "content")]`) are bounded by the code and never capped.
     pub fn label_limit(mut self, limit: usize) -> Self {
-        self.label_limit = limit;
+        self.given.label_limit = Some(limit);
+        self
+    }
+
+    /// Adds a `function` label to `{service}_database_query_duration_seconds`: the name of the
+    /// tracked function (`#[track_query]`: the fn's name, or `function = "..."`), of the
+    /// repository method given to the middleware, or `track_query` for the tracker. Off by
+    /// default: one series per function instead of per (operation, table), for teams that
+    /// want per-method latency (as autometrics gives). Names written in code are bounded by the
+    /// code; the middleware's method names by [`label_limit`](Self::label_limit).
+    ///
+    /// It shapes the series of the whole service: every setup of one service has the same
+    /// setting (a setup that leaves it out takes the one in force; one that gives another is
+    /// [`Error::ConflictingSetup`]).
+    pub fn function_label(mut self, on: bool) -> Self {
+        self.given.function_label = Some(on);
+        self
+    }
+
+    /// Which names the metrics are recorded under: [`Naming::Service`] (the default,
+    /// `{service}_database_*`) or [`Naming::OpenTelemetry`] (`db.client.operation.duration`,
+    /// `db.client.connection.*`; see [`crate::catalog`]).
+    ///
+    /// It names every series of the whole service, so every setup of one service has the same
+    /// naming (a setup that leaves it out takes the one in force; one that gives another is
+    /// [`Error::ConflictingSetup`]).
+    pub fn naming(mut self, naming: Naming) -> Self {
+        self.given.naming = Some(naming);
+        self
+    }
+
+    /// The health check settings of [`build_monitored`](Self::build_monitored) (default
+    /// [`HealthConfig::default`]: a 800 ms bound). Checked there: a zero timeout or a
+    /// percentage outside 0–100 is [`Error::HealthConfig`].
+    pub fn health_config(mut self, config: HealthConfig) -> Self {
+        self.health = config;
         self
     }
 
@@ -135,17 +225,19 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// poller.
     ///
     /// # Errors
-    /// See [`setup_database_monitoring`].
+    /// See [`setup_database_monitoring`]; also [`Error::ConflictingSetup`] when the service (and
+    /// pool) is set up already with other options than the ones given here.
     pub fn build(self) -> Result<DatabaseMetrics, Error> {
-        let catalog = Catalog::with_naming(&self.service, self.naming)?;
-        let pool = self.pool;
+        // Validated first: a bad name is the error, whatever else is wrong.
+        Catalog::new(&self.service)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "setup_database_monitoring",
             task: "the pool poller",
         })?;
+        let pool = &self.pool;
 
         let mut active = registry::lock();
-        match active.find(&self.service, &self.pool_name, &pool) {
+        match active.find(&self.service, &self.pool_name, pool) {
             registry::Found::OtherPool => {
                 return Err(Error::DuplicatePool {
                     service: self.service,
@@ -153,10 +245,11 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
                 });
             }
             registry::Found::Same(metrics) => {
+                self.agrees_with(&metrics)?;
                 if !metrics.poller_runs() {
                     // The poller is gone while the pool is open and the handle alive: the
                     // runtime it ran on was shut down. Start it again on this one.
-                    metrics.spawn_poller(&runtime, &pool);
+                    metrics.spawn_poller(&runtime, pool);
                 }
                 return Ok(metrics);
             }
@@ -164,25 +257,122 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
         }
         // One pool is published under one label (two would count its connections twice in
         // every sum): a pool this service already monitors moves to the name given now.
-        if let Some(metrics) = active.relabel(&self.service, &pool, &self.pool_name) {
-            return Ok(metrics);
+        if let Some(metrics) = active.monitoring(&self.service, pool) {
+            self.agrees_with(&metrics)?;
+            if let Some(metrics) = active.relabel(&self.service, pool, &self.pool_name) {
+                return Ok(metrics);
+            }
         }
 
+        // The function label and the naming shape every series of the service: one setting
+        // for all.
+        let (function_label, naming) = match active.any_of(&self.service) {
+            Some(other) => {
+                self.agrees_on_function_label(&other)?;
+                self.agrees_on_naming(&other)?;
+                (other.function_label(), other.naming())
+            }
+            None => (
+                self.given
+                    .function_label
+                    .unwrap_or(self.defaults.function_label),
+                self.given.naming.unwrap_or(self.defaults.naming),
+            ),
+        };
+        let catalog = Catalog::with_naming(&self.service, naming)?;
         // Pool names are few and live as long as the process's metrics; a static str keeps
         // the recording path free of reference counting.
         let metrics = DatabaseMetrics::from_parts(Parts {
-            catalog,
+            catalog: catalog.with_function_label(function_label),
             pool_name: Some(intern(&self.pool_name)),
             counts_created: P::COUNTS_CREATED,
-            poll_interval: self.poll_interval,
-            slow_query_threshold: self.slow_query_threshold,
-            label_limit: self.label_limit,
+            poll_interval: self
+                .given
+                .poll_interval
+                .unwrap_or(self.defaults.poll_interval),
+            slow_query_threshold: self
+                .given
+                .slow_query_threshold
+                .unwrap_or(self.defaults.slow_query_threshold),
+            label_limit: self.given.label_limit.unwrap_or(self.defaults.label_limit),
             recorder: None,
         });
         // Describes the catalog and registers the pool series, so that they render at once.
         let _series = metrics.pool_series();
-        metrics.spawn_poller(&runtime, &pool);
-        active.register(self.service, self.pool_name, &pool, &metrics);
+        metrics.spawn_poller(&runtime, pool);
+        active.register(self.service, self.pool_name, &self.pool, &metrics);
         Ok(metrics)
+    }
+
+    /// `Err` when an option given here differs from the one `existing` was set up with.
+    fn agrees_with(&self, existing: &DatabaseMetrics) -> Result<(), Error> {
+        let conflict = |option: &'static str, in_force: String, requested: String| {
+            Err(Error::ConflictingSetup {
+                service: self.service.clone(),
+                pool: existing.pool_name().to_owned(),
+                option,
+                existing: in_force,
+                requested,
+            })
+        };
+        if let Some(interval) = self.given.poll_interval
+            && interval != existing.poll_interval()
+        {
+            return conflict(
+                "poll_interval",
+                format!("{:?}", existing.poll_interval()),
+                format!("{interval:?}"),
+            );
+        }
+        if let Some(threshold) = self.given.slow_query_threshold
+            && threshold != existing.slow_query_threshold()
+        {
+            return conflict(
+                "slow_query_threshold",
+                format!("{:?}", existing.slow_query_threshold()),
+                format!("{threshold:?}"),
+            );
+        }
+        if let Some(limit) = self.given.label_limit
+            && limit != existing.label_limit()
+        {
+            return conflict(
+                "label_limit",
+                existing.label_limit().to_string(),
+                limit.to_string(),
+            );
+        }
+        self.agrees_on_function_label(existing)?;
+        self.agrees_on_naming(existing)
+    }
+
+    /// `Err` when this setup gives another naming than `existing`'s, which holds for the
+    /// whole service.
+    fn agrees_on_naming(&self, existing: &DatabaseMetrics) -> Result<(), Error> {
+        match self.given.naming {
+            Some(naming) if naming != existing.naming() => Err(Error::ConflictingSetup {
+                service: self.service.clone(),
+                pool: existing.pool_name().to_owned(),
+                option: "naming",
+                existing: format!("{:?}", existing.naming()),
+                requested: format!("{naming:?}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Err` when this setup gives a function label setting other than `existing`'s, which
+    /// holds for the whole service.
+    fn agrees_on_function_label(&self, existing: &DatabaseMetrics) -> Result<(), Error> {
+        match self.given.function_label {
+            Some(on) if on != existing.function_label() => Err(Error::ConflictingSetup {
+                service: self.service.clone(),
+                pool: existing.pool_name().to_owned(),
+                option: "function_label",
+                existing: existing.function_label().to_string(),
+                requested: on.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 }

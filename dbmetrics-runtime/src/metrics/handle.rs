@@ -117,15 +117,6 @@ impl DatabaseMetrics {
     /// [`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit).
     pub const DEFAULT_LABEL_LIMIT: usize = 1000;
 
-    /// Query and transaction metrics for `service` without any pool (no poller, no runtime
-    /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
-    pub fn new(service: &str) -> Result<Self, Error> {
-        Self::without_pool(service, None)
-    }
-
     /// Like [`DatabaseMetrics::new`], but every series is registered with `recorder` instead
     /// of the process's recorder, whichever thread records.
     #[cfg(feature = "testing")]
@@ -133,14 +124,17 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Arc<dyn metrics::Recorder + Send + Sync>,
     ) -> Result<Self, Error> {
-        Self::without_pool(service, Some(recorder))
+        Self::without_pool(service, Some(recorder), false, Naming::Service)
     }
 
-    fn without_pool(
+    /// Metrics for `service` without a pool, recording into `recorder` (`None`: the process's).
+    pub(super) fn without_pool(
         service: &str,
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+        function_label: bool,
+        naming: Naming,
     ) -> Result<Self, Error> {
-        let catalog = Catalog::new(service)?;
+        let catalog = Catalog::with_naming(service, naming)?.with_function_label(function_label);
         let metrics = Self::from_parts(Parts {
             catalog,
             pool_name: None,
@@ -273,6 +267,25 @@ impl DatabaseMetrics {
     /// [`DatabaseMetricsBuilder::poll_interval`](crate::DatabaseMetricsBuilder::poll_interval)).
     pub fn poll_interval(&self) -> Duration {
         self.inner.poll_interval
+    }
+
+    /// The slow-call log threshold (`None`: off), as set with
+    /// [`DatabaseMetricsBuilder::slow_query_threshold`](crate::DatabaseMetricsBuilder::slow_query_threshold).
+    pub fn slow_query_threshold(&self) -> Option<Duration> {
+        self.inner.slow_query_threshold
+    }
+
+    /// How many run-time names of each kind this handle admits as label values
+    /// ([`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit)).
+    pub fn label_limit(&self) -> usize {
+        self.inner.budget.limit()
+    }
+
+    /// Whether `query_duration_seconds` carries a `function` label
+    /// ([`DatabaseMetricsBuilder::function_label`](crate::DatabaseMetricsBuilder::function_label);
+    /// off for metrics made without a builder).
+    pub fn function_label(&self) -> bool {
+        self.inner.catalog.function_label()
     }
 
     /// The metric catalog of this service, keyed by full metric name.

@@ -44,6 +44,29 @@ impl Registry {
         }
     }
 
+    /// The handle under which `service` monitors `pool`, whatever its label.
+    pub(super) fn monitoring<P: MonitoredPool>(
+        &self,
+        service: &str,
+        pool: &P,
+    ) -> Option<DatabaseMetrics> {
+        self.0
+            .iter()
+            .filter(|r| r.service == service && r.is_for(pool))
+            .find_map(|r| r.metrics.upgrade())
+            .map(DatabaseMetrics::from_inner)
+    }
+
+    /// A handle of any pool `service` monitors (they share the settings that hold for the
+    /// whole service).
+    pub(super) fn any_of(&self, service: &str) -> Option<DatabaseMetrics> {
+        self.0
+            .iter()
+            .filter(|r| r.service == service)
+            .find_map(|r| r.metrics.upgrade())
+            .map(DatabaseMetrics::from_inner)
+    }
+
     /// When `service` monitors `pool` under another label than `name`, and no other open pool
     /// of the service uses `name`: moves it to `name` and returns its handle. When `name` is
     /// taken by another pool, logs why the pool keeps its label and returns its handle.

@@ -62,15 +62,17 @@ impl SiteHandles {
         match sample.site.kind() {
             SiteKind::Query { operation, .. } => {
                 let name = catalog.name(Metric::QueryDuration);
+                let function = catalog.function_label().then(|| sample.site.name());
                 let duration = Outcome::RESULTS.map(|result| {
-                    register_histogram(
-                        name,
-                        vec![
-                            Label::from_static_parts("operation", operation.as_str()),
-                            Label::from_static_parts("table", sample.table),
-                            Label::from_static_parts("result", result),
-                        ],
-                    )
+                    let mut labels = vec![
+                        Label::from_static_parts("operation", operation.as_str()),
+                        Label::from_static_parts("table", sample.table),
+                        Label::from_static_parts("result", result),
+                    ];
+                    if let Some(function) = function {
+                        labels.push(Label::from_static_parts("function", function));
+                    }
+                    register_histogram(name, labels)
                 });
                 Self {
                     table: sample.table,
@@ -103,17 +105,25 @@ impl SiteHandles {
 
     /// `db.client.operation.duration` (`dbmetrics.transaction.duration`): a success has no
     /// `error.type`, a cancelled call has `error.type="cancelled"`, an error its class (and
-    /// the SQLSTATE of a server error).
+    /// the SQLSTATE of a server error). With the function label, every query series also has
+    /// `code.function.name`.
     fn opentelemetry(catalog: &Catalog, sample: &Sample) -> Self {
         let (metric, base) = match sample.site.kind() {
-            SiteKind::Query { operation, .. } => (
-                Metric::QueryDuration,
-                vec![
+            SiteKind::Query { operation, .. } => {
+                let mut labels = vec![
                     Label::from_static_parts("db.system.name", "postgresql"),
                     Label::from_static_parts("db.operation.name", operation.sql_keyword()),
                     Label::from_static_parts("db.collection.name", sample.table),
-                ],
-            ),
+                ];
+                // `function_label(true)`: every series of the operation, failures included.
+                if catalog.function_label() {
+                    labels.push(Label::from_static_parts(
+                        "code.function.name",
+                        sample.site.name(),
+                    ));
+                }
+                (Metric::QueryDuration, labels)
+            }
             SiteKind::Transaction { name } => (
                 Metric::TransactionDuration,
                 vec![Label::from_static_parts("dbmetrics.transaction.name", name)],

@@ -88,9 +88,7 @@ impl<P: MonitoredPool> TrackedPool<P> {
         // pool, one label); a new pool starts a poller.
         let monitor = DatabaseMetrics::builder(&pool, metrics.service())
             .pool_name(name)
-            .naming(metrics.naming())
-            .poll_interval(metrics.poll_interval())
-            .slow_query_threshold(None)
+            .defaults_from(metrics)
             .build()
             .unwrap_or_else(|error| {
                 tracing::warn!(

@@ -59,6 +59,11 @@ impl LabelBudget {
         }
     }
 
+    /// How many names of each kind it admits.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// A number no other budget has (never 0).
     pub(crate) fn id(&self) -> u64 {
         self.id

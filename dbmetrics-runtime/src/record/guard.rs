@@ -94,6 +94,18 @@ impl<M: QueryMetrics> CallGuard<M> {
         }
     }
 
+    /// Polls the body of a call tracked without an attribute (a hand-written future that holds
+    /// the guard beside the body), with the flag set that tells its panics from a cancellation
+    /// (and inside the call's span, with the feature `tracing`).
+    #[inline]
+    pub(crate) fn poll_body<F: Future>(
+        &self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        self.call.enter(|| future.poll(cx))
+    }
+
     /// Records the call as ended with `outcome`.
     #[inline]
     pub fn finish(mut self, outcome: Outcome) {

@@ -17,7 +17,7 @@ pub(crate) use budget::NameKind;
 pub(crate) use budget::OVERFLOW;
 pub use dbmetrics_labels::{Operation, UnknownOperation};
 pub use guard::{Body, CallGuard};
-pub use outcome::Outcome;
+pub use outcome::{CallResult, Outcome};
 pub use sample::{NoopMetrics, QueryMetrics, Sample};
 pub use site::CallSite;
 

@@ -1,10 +1,8 @@
 //! The README's quick start, complete: a repository with tracked queries and a tracked
-//! transaction, a monitored and tracked pool, and `/metrics`, `/healthz`, `/health/detailed`.
+//! transaction, a pool monitored, tracked and health-checked from one call, and `/metrics`,
+//! `/healthz`, `/health/detailed`, `/livez`.
 //! `cargo run -p dbmetrics-examples --bin quickstart` (DATABASE_URL, else 127.0.0.1:5432).
-use dbmetrics::{
-    DatabaseHealthChecker, DatabaseMetrics, TrackedPool, TrackedRepository,
-    create_infrastructure_enhancer, setup_database_monitoring, track_query, track_transaction,
-};
+use dbmetrics::{DatabaseMetrics, TrackedPool, TrackedRepository, track_query, track_transaction};
 use deadpool_postgres::{Manager, ManagerConfig, Pool};
 
 // Any error type works; driver and pool errors in its source chain are classified
@@ -15,6 +13,14 @@ enum RepoError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error")]
     Db(#[from] tokio_postgres::Error),
+    #[error("no such note")]
+    NotFound,
+}
+
+/// A missing note is an answer, not a database failure: `ok_if` records it as a success, so
+/// that it stays out of the error ratio.
+fn not_found<T>(result: &Result<T, RepoError>) -> bool {
+    matches!(result, Err(RepoError::NotFound))
 }
 
 #[derive(Clone, TrackedRepository)]
@@ -47,13 +53,14 @@ impl NoteRepository {
         Ok(())
     }
 
-    #[track_query(select, "notes")]
-    async fn body(&self, id: i64) -> Result<Option<String>, RepoError> {
+    #[track_query(select, "notes", ok_if = not_found)]
+    async fn body(&self, id: i64) -> Result<String, RepoError> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt("SELECT body FROM notes WHERE id = $1", &[&id])
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+            .await?
+            .ok_or(RepoError::NotFound)?;
+        Ok(row.get(0))
     }
 
     #[track_transaction("replace_note")]
@@ -74,10 +81,11 @@ impl NoteRepository {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 1. The Prometheus recorder, first: everything set up afterwards records into it.
+    // 1. The Prometheus recorder (before or after the rest: it receives everything).
     let prometheus = dbmetrics::exporter::install_recorder()?;
 
-    // 2. A deadpool-postgres pool, monitored (gauges) and tracked (checkouts).
+    // 2. A deadpool-postgres pool; one call gives its metrics (gauges polled), the tracked
+    //    pool (checkouts counted and timed) and its health checker, from one service name.
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let manager = Manager::from_config(
@@ -86,14 +94,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ManagerConfig::default(),
     );
     let pool = Pool::builder(manager).max_size(8).build()?;
-    let metrics = setup_database_monitoring(&pool, "notes_service")?;
-    let tracked =
-        create_infrastructure_enhancer(metrics.clone()).enhance_pool(pool.clone(), "default");
+    let db = dbmetrics::monitor_database(&pool, "notes_service")?;
 
     // 3. The repository records every call.
     let repo = NoteRepository {
-        pool: tracked,
-        metrics,
+        pool: db.pool,
+        metrics: db.metrics,
     };
     repo.create_table().await?;
     let id = std::process::id() as i64;
@@ -102,10 +108,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(duplicate.is_err());
     repo.replace(id, "second").await?;
     println!("note {id}: {:?}", repo.body(id).await?);
+    let missing = repo.body(-id).await; // NotFound: result="success", thanks to ok_if
+    assert!(matches!(missing, Err(RepoError::NotFound)));
 
-    // 4. /metrics, /healthz and /health/detailed (feature "axum").
-    let checker = DatabaseHealthChecker::new(pool, "notes_service");
-    let app = dbmetrics::axum::router(checker, prometheus.clone());
+    // 4. /metrics, /healthz (readiness), /health/detailed, /livez (liveness); feature "axum".
+    let app = dbmetrics::axum::router(db.health, prometheus.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("serving http://{}/metrics", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -10,6 +10,7 @@ use crate::classify::{
     sqlstate_name,
 };
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl ClassifyError for sqlx::Error {
     fn error_type(&self) -> &'static str {
         classify_sqlx(self)

@@ -11,6 +11,7 @@ use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres};
 use super::stream::HeldStream;
 use crate::TrackedPool;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl<'p> Executor<'p> for &'p TrackedPool<PgPool> {
     type Database = Postgres;
 

@@ -23,6 +23,7 @@ fn failure(err: &sqlx::Error) -> ProbeFailure {
     ProbeFailure::new(classify_sqlx(err), err)
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl HealthCheckable for PgPool {
     type ProbeConnection = ProbeConnection;
 

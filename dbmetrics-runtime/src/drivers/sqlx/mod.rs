@@ -29,8 +29,10 @@ use crate::pool::{PoolStatus, TimeoutStage};
 
 pub(crate) use classify::{classify_dyn, classify_message};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl sealed::Sealed for PgPool {}
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl MonitoredPool for PgPool {
     type Connection = PoolConnection<Postgres>;
     type Target = PgConnection;

@@ -11,6 +11,7 @@ use crate::transaction::{BeginTransaction, OpenTransaction};
 
 macro_rules! begin_on_connection {
     ($($client:ty),+ $(,)?) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
         impl BeginTransaction for $client {
             type Error = sqlx::Error;
             type Transaction<'a>
@@ -36,6 +37,7 @@ begin_on_connection!(
     Transaction<'_, Postgres>,
 );
 
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 impl OpenTransaction for Transaction<'_, Postgres> {
     type Error = sqlx::Error;
 

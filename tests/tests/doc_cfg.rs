@@ -1,0 +1,156 @@
+//! docs.rs builds with every feature (`[package.metadata.docs.rs] all-features = true`), so an
+//! item that needs a feature must say which, or a reader copies code that does not compile
+//! without it: every feature-gated public item of `dbmetrics` and `dbmetrics-runtime` carries
+//! `#[cfg_attr(docsrs, doc(cfg(feature = "...")))]`, the badge rustdoc shows.
+//!
+//! Feature-gated items are those under `#[cfg(feature = "x")]` themselves, and the public
+//! items and trait implementations of a module declared under it (`#[cfg(feature = "x")] mod
+//! deadpool;`). Hidden items (`#[doc(hidden)]`) and test modules are left out.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn badge(feature: &str) -> String {
+    format!("#[cfg_attr(docsrs, doc(cfg(feature = \"{feature}\")))]")
+}
+
+/// The feature of a `#[cfg(feature = "x")]` line.
+fn gate(line: &str) -> Option<&str> {
+    line.trim()
+        .strip_prefix("#[cfg(feature = \"")?
+        .strip_suffix("\")]")
+}
+
+/// The lines of `text` before its unit-test module.
+fn without_tests(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    match lines
+        .windows(2)
+        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod "))
+    {
+        Some(end) => lines[..end].to_vec(),
+        None => lines,
+    }
+}
+
+/// A public item or a trait implementation: what rustdoc shows.
+fn is_documented_item(line: &str) -> bool {
+    let t = line.trim_start();
+    (t.starts_with("pub ") && !t.starts_with("pub("))
+        || (t.starts_with("impl") && t.contains(" for "))
+}
+
+/// The attribute lines right above line `i`.
+fn attributes<'a>(lines: &[&'a str], i: usize) -> Vec<&'a str> {
+    lines[..i]
+        .iter()
+        .rev()
+        .take_while(|l| l.trim_start().starts_with("#[") || l.trim_start().starts_with("///"))
+        .copied()
+        .collect()
+}
+
+#[test]
+fn every_feature_gated_item_says_which_feature_it_needs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for krate in ["dbmetrics/src", "dbmetrics-runtime/src"] {
+        rust_files(&root.join(krate), &mut files);
+    }
+    files.sort();
+
+    // Modules declared under a feature: every item in them needs it.
+    let mut gated_files = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines = without_tests(&text);
+        for (i, line) in lines.iter().enumerate() {
+            let Some(feature) = gate(line) else { continue };
+            let Some(next) = lines[i + 1..]
+                .iter()
+                .find(|l| !l.trim_start().starts_with("#["))
+            else {
+                continue;
+            };
+            if let Some(name) = next
+                .trim()
+                .strip_prefix("mod ")
+                .and_then(|m| m.strip_suffix(';'))
+            {
+                let dir = file.parent().unwrap();
+                for candidate in [
+                    dir.join(format!("{name}.rs")),
+                    dir.join(name).join("mod.rs"),
+                ] {
+                    if candidate.exists() {
+                        gated_files.push((candidate, feature.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines = without_tests(&text);
+        let rel = file.strip_prefix(&root).unwrap().display().to_string();
+        // items under a gate of their own
+        for (i, line) in lines.iter().enumerate() {
+            let Some(feature) = gate(line) else { continue };
+            let Some((j, item)) = lines
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .find(|(_, l)| !l.trim_start().starts_with("#["))
+            else {
+                continue;
+            };
+            let attrs = attributes(&lines, j);
+            if !is_documented_item(item) || attrs.iter().any(|a| a.contains("#[doc(hidden)]")) {
+                continue;
+            }
+            checked += 1;
+            if !attrs.iter().any(|a| a.trim() == badge(feature)) {
+                missing.push(format!("{rel}:{}: {} ({feature})", j + 1, item.trim()));
+            }
+        }
+        // every item of a gated module
+        for (_, feature) in gated_files.iter().filter(|(f, _)| f == file) {
+            for (i, line) in lines.iter().enumerate() {
+                let top_level = !line.starts_with(' ') || line.trim_start().starts_with("impl");
+                if !top_level || !is_documented_item(line) {
+                    continue;
+                }
+                let attrs = attributes(&lines, i);
+                if attrs.iter().any(|a| a.contains("#[doc(hidden)]")) {
+                    continue;
+                }
+                checked += 1;
+                if !attrs.iter().any(|a| a.trim() == badge(feature)) {
+                    missing.push(format!("{rel}:{}: {} ({feature})", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 10,
+        "only {checked} gated items found: the scan is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "feature-gated items without `#[cfg_attr(docsrs, doc(cfg(feature = \"...\")))]`:\n{}",
+        missing.join("\n")
+    );
+}

@@ -1,0 +1,8 @@
+use dbmetrics::{DatabaseMetrics, track_query};
+
+#[track_query(select, "content", name = "lookup", metrics = metrics)]
+async fn count(metrics: &DatabaseMetrics) -> Result<i64, std::io::Error> {
+    Ok(1)
+}
+
+fn main() {}
