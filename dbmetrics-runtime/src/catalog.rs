@@ -5,17 +5,19 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `{service}_database_connections_active` | gauge | pool | connections checked out (deadpool `size - available`) |
-//! | `{service}_database_connections_idle` | gauge | pool | idle connections (deadpool `available`) |
-//! | `{service}_database_connections_open` | gauge | pool | open connections (deadpool `size`) |
-//! | `{service}_database_connections_max` | gauge | pool | configured maximum (deadpool `max_size`) |
-//! | `{service}_database_connections_overflow` | gauge | pool | callers waiting for a connection (deadpool `waiting`) |
+//! | `{service}_database_connections_active` | gauge | pool | connections checked out: open - idle |
+//! | `{service}_database_connections_idle` | gauge | pool | idle connections |
+//! | `{service}_database_connections_open` | gauge | pool | open connections, idle or checked out |
+//! | `{service}_database_connections_max` | gauge | pool | configured maximum |
+//! | `{service}_database_connections_overflow` | gauge | pool | callers waiting for a connection (deadpool `waiting`; sqlx and bb8: counted by the tracked pool) |
 //! | `{service}_database_connections_acquired_total` | counter | pool | successful checkouts through a `TrackedPool` |
 //! | `{service}_database_connections_released_total` | counter | pool | checked-out connections returned (dropped) |
-//! | `{service}_database_connections_created_total` | counter | pool | checkouts that got a newly opened connection (deadpool `Object::metrics`: never recycled) |
+//! | `{service}_database_connections_created_total` | counter | pool | checkouts that got a newly opened connection (deadpool only: `Object::metrics`, never recycled; not published for sqlx and bb8, which do not say) |
 //! | `{service}_database_connection_wait_seconds` | histogram | pool | time to acquire a connection |
 //! | `{service}_database_connection_use_seconds` | histogram | pool | time a connection was held |
-//! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` (deadpool `TimeoutType`) |
+//! | `{service}_database_connection_timeouts_total` | counter | pool, stage | pool timeouts by stage: `wait`, `create`, `recycle` |
+//! | `{service}_database_connection_leaks_total` | counter | pool | connections held longer than the tracked pool's leak threshold (off unless set) |
+//! | `{service}_database_connection_acquire_cancelled_total` | counter | pool | checkouts whose future was dropped before it got a connection |
 //! | `{service}_database_query_duration_seconds` | histogram | operation, table, result (+ function, with `function_label(true)`) | one tracked query |
 //! | `{service}_database_transaction_duration_seconds` | histogram | transaction, result | one tracked transaction |
 //! | `{service}_database_transactions_total` | counter | transaction, result | tracked transactions |
@@ -82,6 +84,10 @@ pub(crate) enum Metric {
     ConnectionUse,
     /// `{service}_database_connection_timeouts_total`
     ConnectionTimeouts,
+    /// `{service}_database_connection_leaks_total`
+    ConnectionLeaks,
+    /// `{service}_database_connection_acquire_cancelled_total`
+    ConnectionAcquireCancelled,
     /// `{service}_database_query_duration_seconds`
     QueryDuration,
     /// `{service}_database_transaction_duration_seconds`
@@ -103,41 +109,41 @@ struct Spec {
 const POOL: &[&str] = &["pool"];
 
 /// The catalog, in [`Metric`] order.
-const SPECS: [Spec; 15] = [
+const SPECS: [Spec; 17] = [
     Spec {
         suffix: "database_connections_active",
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Connections checked out of the pool (deadpool: size - available).",
+        help: "Connections checked out of the pool: open - idle.",
     },
     Spec {
         suffix: "database_connections_idle",
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Idle connections ready in the pool (deadpool: available).",
+        help: "Idle connections ready in the pool.",
     },
     Spec {
         suffix: "database_connections_open",
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Open connections in the pool, idle or in use (deadpool: size).",
+        help: "Open connections in the pool, idle or in use.",
     },
     Spec {
         suffix: "database_connections_max",
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Configured maximum pool size (deadpool: max_size).",
+        help: "Configured maximum pool size.",
     },
     Spec {
         suffix: "database_connections_overflow",
         kind: MetricKind::Gauge,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Callers waiting for a connection beyond the open ones: queued for a slot, or for a new connection being opened (deadpool: waiting).",
+        help: "Callers waiting for a connection: queued for a slot, or for a new connection being opened (deadpool: its waiting count; sqlx and bb8: callers inside TrackedPool::get).",
     },
     Spec {
         suffix: "database_connections_acquired_total",
@@ -158,7 +164,7 @@ const SPECS: [Spec; 15] = [
         kind: MetricKind::Counter,
         unit: Some(Unit::Count),
         labels: POOL,
-        help: "Checkouts through a tracked pool that got a newly opened connection (deadpool: Object::metrics, never recycled).",
+        help: "Checkouts through a tracked pool that got a newly opened connection (deadpool only: Object::metrics, never recycled).",
     },
     Spec {
         suffix: "database_connection_wait_seconds",
@@ -180,6 +186,20 @@ const SPECS: [Spec; 15] = [
         unit: Some(Unit::Count),
         labels: &["pool", "stage"],
         help: "Pool timeouts by stage: wait (no free slot), create (new connection), recycle (health check of an idle connection).",
+    },
+    Spec {
+        suffix: "database_connection_leaks_total",
+        kind: MetricKind::Counter,
+        unit: Some(Unit::Count),
+        labels: POOL,
+        help: "Connections from a tracked pool held longer than its leak threshold (off unless set); each is also logged once with the source location of its checkout.",
+    },
+    Spec {
+        suffix: "database_connection_acquire_cancelled_total",
+        kind: MetricKind::Counter,
+        unit: Some(Unit::Count),
+        labels: POOL,
+        help: "Checkouts from a tracked pool whose caller gave up (the future was dropped, e.g. a timeout) before it got a connection.",
     },
     Spec {
         suffix: "database_query_duration_seconds",
@@ -356,7 +376,7 @@ mod tests {
             "content_service_database_query_duration_seconds"
         );
         let entries = catalog.entries();
-        assert_eq!(entries.len(), 15);
+        assert_eq!(entries.len(), 17);
         let errors = &entries["content_service_database_errors_total"];
         assert_eq!(errors.kind, MetricKind::Counter);
         assert_eq!(errors.labels, &["operation", "table", "error_type"]);

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod db;
+pub mod drivers;
 pub mod prom;
 pub mod proxy;
 
@@ -29,8 +30,8 @@ pub fn scrape() -> Exposition {
 
 /// A health checker whose time thresholds cannot be crossed on a loaded machine (20 s each,
 /// connection usage up to 100 %), so that a healthy database reads `healthy` whatever the load.
-pub fn patient_checker(
-    pool: deadpool_postgres::Pool,
+pub fn patient_checker<P: dbmetrics::health::HealthCheckable>(
+    pool: P,
     service: &str,
 ) -> dbmetrics::DatabaseHealthChecker {
     let patient = std::time::Duration::from_secs(20);

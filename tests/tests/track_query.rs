@@ -418,7 +418,7 @@ async fn one_call_site_records_into_the_instance_it_was_given() {
 async fn every_metric_is_described_and_the_catalog_is_complete() {
     let (repo, service) = setup("svc_catalog").await;
     let catalog = repo.metrics.get_metrics();
-    assert_eq!(catalog.len(), 15);
+    assert_eq!(catalog.len(), 17);
     let info = &catalog[&q(&service)];
     assert_eq!(info.labels, &["operation", "table", "result"]);
     repo.insert(1, "x").await.unwrap();

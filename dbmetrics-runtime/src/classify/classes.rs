@@ -11,6 +11,8 @@ pub const CONNECTION: &str = "connection";
 pub const POOL_TIMEOUT: &str = "pool_timeout";
 /// The pool was closed.
 pub const POOL_CLOSED: &str = "pool_closed";
+/// A query that expected a row found none (sqlx's `RowNotFound`).
+pub const ROW_NOT_FOUND: &str = "row_not_found";
 /// The tracked body panicked.
 pub const PANIC: &str = "panic";
 /// Anything else (conversion errors, user errors that do not classify themselves).

@@ -2,7 +2,8 @@
 //!
 //! PostgreSQL errors are named by their SQLSTATE condition (`unique_violation`,
 //! `serialization_failure`, ...; the full table of PostgreSQL's Appendix A). Errors without a
-//! SQLSTATE become `connection_closed`, `connection`, `pool_timeout`, `pool_closed`, or `other`.
+//! SQLSTATE become `connection_closed`, `connection`, `pool_timeout`, `pool_closed`,
+//! `row_not_found` (sqlx's `RowNotFound`), or `other`.
 //! The label never holds SQL text, parameter values or driver messages.
 
 mod chain;
@@ -15,6 +16,6 @@ pub use chain::classify;
 pub use chain::{classify_pool, classify_postgres};
 pub(crate) use classes::ClassifyError;
 pub use classes::{
-    CONNECTION, CONNECTION_CLOSED, OTHER, PANIC, POOL_CLOSED, POOL_TIMEOUT, classify_io,
-    sqlstate_name,
+    CONNECTION, CONNECTION_CLOSED, OTHER, PANIC, POOL_CLOSED, POOL_TIMEOUT, ROW_NOT_FOUND,
+    classify_io, sqlstate_name,
 };

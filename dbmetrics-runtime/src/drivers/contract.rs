@@ -7,12 +7,22 @@ use crate::pool::{PoolStatus, TimeoutStage};
 
 /// The pool type that type parameters default to, so that code written for deadpool-postgres
 /// keeps compiling without naming it.
+/// deadpool when its feature is on, else sqlx's `PgPool`, else bb8 with bb8-postgres.
 #[cfg(feature = "deadpool")]
 pub(crate) type DefaultPool = deadpool_postgres::Pool;
 
+/// The pool type that type parameters default to: deadpool is off, sqlx is on.
+#[cfg(all(not(feature = "deadpool"), feature = "sqlx"))]
+pub(crate) type DefaultPool = sqlx::PgPool;
+
+/// The pool type that type parameters default to: bb8 is the only driver on.
+#[cfg(all(not(feature = "deadpool"), not(feature = "sqlx"), feature = "bb8"))]
+pub(crate) type DefaultPool =
+    bb8::Pool<bb8_postgres::PostgresConnectionManager<tokio_postgres::NoTls>>;
+
 /// The pool type that type parameters default to: no driver feature is enabled, so there is no
 /// pool to default to (this type has no values).
-#[cfg(not(feature = "deadpool"))]
+#[cfg(not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")))]
 pub(crate) type DefaultPool = NoPool;
 
 pub(crate) mod sealed {
@@ -24,8 +34,14 @@ pub(crate) mod sealed {
 /// [`TrackedPool`](crate::TrackedPool).
 ///
 /// Implemented by dbmetrics for the pools of the enabled driver features (see the README,
-/// "Drivers"): `deadpool_postgres::Pool` (feature `deadpool`, the default). The methods are
+/// "Drivers"): `deadpool_postgres::Pool` (feature `deadpool`, the default), `sqlx::PgPool`
+/// (feature `sqlx`) and `bb8::Pool<M>` for any manager `M` (feature `bb8`). The methods are
 /// dbmetrics' own business; the trait cannot be implemented outside it.
+///
+/// A driver gives: the pool's numbers (open, idle, max, and waiting callers when it counts them:
+/// else the tracked pool counts its own), a checkout future, what a checkout derefs to, whether
+/// a checkout error is a pool timeout (and at which stage), an identity shared by the clones of
+/// one pool, and a handle for the poller (weak where the driver has one).
 pub trait MonitoredPool: Clone + Send + Sync + 'static + sealed::Sealed {
     /// What a checkout hands out (deadpool: `deadpool_postgres::Object`).
     type Connection: Send + 'static;
@@ -55,7 +71,12 @@ pub trait MonitoredPool: Clone + Send + Sync + 'static + sealed::Sealed {
     fn target(connection: &Self::Connection) -> &Self::Target;
     #[doc(hidden)]
     fn target_mut(connection: &mut Self::Connection) -> &mut Self::Target;
-    /// Whether the connection was opened for this checkout (never handed out before).
+    /// Whether the driver says which checkouts got a newly opened connection ([`Self::is_new`]
+    /// means something): `connections_created_total` is published only then.
+    #[doc(hidden)]
+    const COUNTS_CREATED: bool;
+    /// Whether the connection was opened for this checkout (never handed out before); `false`
+    /// when the driver does not say.
     #[doc(hidden)]
     fn is_new(connection: &Self::Connection) -> bool;
     /// The stage of a checkout error that is a pool timeout.
@@ -96,7 +117,8 @@ impl ProbeFailure {
 
 /// A pool whose database dbmetrics can health-check
 /// ([`DatabaseHealthChecker`](crate::DatabaseHealthChecker)): a [`MonitoredPool`] that can run
-/// a query. Implemented for `deadpool_postgres::Pool`.
+/// a query. Implemented for `deadpool_postgres::Pool`, `sqlx::PgPool` and
+/// `bb8::Pool<bb8_postgres::PostgresConnectionManager<Tls>>`.
 pub trait HealthCheckable: MonitoredPool {
     /// A connection held by a health check.
     #[doc(hidden)]
@@ -123,14 +145,14 @@ pub trait HealthCheckable: MonitoredPool {
 }
 
 /// The default pool type when no driver feature is enabled: it has no values.
-#[cfg(not(feature = "deadpool"))]
+#[cfg(not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")))]
 #[derive(Clone, Copy, Debug)]
 pub enum NoPool {}
 
-#[cfg(not(feature = "deadpool"))]
+#[cfg(not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")))]
 impl sealed::Sealed for NoPool {}
 
-#[cfg(not(feature = "deadpool"))]
+#[cfg(not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")))]
 impl MonitoredPool for NoPool {
     type Connection = NoPool;
     type Target = NoPool;
@@ -158,10 +180,31 @@ impl MonitoredPool for NoPool {
     fn target_mut(connection: &mut NoPool) -> &mut NoPool {
         connection
     }
+    const COUNTS_CREATED: bool = false;
     fn is_new(connection: &NoPool) -> bool {
         match *connection {}
     }
     fn timeout_stage(error: &std::convert::Infallible) -> Option<TimeoutStage> {
         match *error {}
+    }
+}
+
+#[cfg(not(any(feature = "deadpool", feature = "sqlx", feature = "bb8")))]
+impl HealthCheckable for NoPool {
+    type ProbeConnection = NoPool;
+
+    async fn probe(&self) -> Result<Probe<NoPool>, ProbeFailure> {
+        match *self {}
+    }
+
+    async fn first_row(
+        connection: &mut NoPool,
+        _: &'static str,
+    ) -> Result<Vec<Option<String>>, ProbeFailure> {
+        match *connection {}
+    }
+
+    fn discard(connection: NoPool) {
+        match connection {}
     }
 }

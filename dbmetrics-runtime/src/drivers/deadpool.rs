@@ -21,11 +21,9 @@ use deadpool_postgres::{
 };
 
 use super::contract::{HealthCheckable, MonitoredPool, Probe, ProbeFailure, sealed};
+use super::postgres::{classify_postgres, first_row};
 use crate::TrackedConnection;
-use crate::classify::{
-    CONNECTION, CONNECTION_CLOSED, ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT, classify_io,
-    sqlstate_name,
-};
+use crate::classify::{ClassifyError, OTHER, POOL_CLOSED, POOL_TIMEOUT};
 use crate::pool::{PoolStatus, TimeoutStage};
 use crate::transaction::{BeginTransaction, OpenTransaction};
 
@@ -70,6 +68,8 @@ impl MonitoredPool for Pool {
     fn target_mut(connection: &mut Object) -> &mut Object {
         connection
     }
+
+    const COUNTS_CREATED: bool = true;
 
     fn is_new(connection: &Object) -> bool {
         let metrics = Object::metrics(connection);
@@ -158,68 +158,11 @@ impl HealthCheckable for Pool {
     }
 }
 
-/// The first row of a simple query, as text.
-async fn first_row(
-    client: &tokio_postgres::Client,
-    sql: &'static str,
-) -> Result<Vec<Option<String>>, ProbeFailure> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .map_err(|e| ProbeFailure::new(classify_postgres(&e), &e))?;
-    Ok(messages
-        .iter()
-        .find_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default())
-}
-
-#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-impl ClassifyError for tokio_postgres::Error {
-    fn error_type(&self) -> &'static str {
-        classify_postgres(self)
-    }
-}
-
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 impl ClassifyError for PoolError {
     fn error_type(&self) -> &'static str {
         classify_pool(self)
     }
-}
-
-/// Classifies a `tokio_postgres::Error`.
-pub(crate) fn classify_postgres(err: &tokio_postgres::Error) -> &'static str {
-    if let Some(code) = err.code() {
-        return sqlstate_name(code.code());
-    }
-    if err.is_closed() {
-        return CONNECTION_CLOSED;
-    }
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return classify_io(io);
-        }
-        source = e.source();
-    }
-    // tokio-postgres exposes no error kind; its Display names the kind without any
-    // server-provided text for these cases.
-    let text = err.to_string();
-    if text.starts_with("error connecting to server")
-        || text.starts_with("timeout waiting for server")
-        || text.starts_with("error communicating with the server")
-        || text.starts_with("error performing TLS handshake")
-    {
-        return CONNECTION;
-    }
-    OTHER
 }
 
 /// Classifies a deadpool-postgres `PoolError`.
@@ -235,29 +178,17 @@ pub(crate) fn classify_pool(err: &PoolError) -> &'static str {
 
 /// The class of `e` when it is one of this driver's errors.
 pub(super) fn classify_dyn(e: &(dyn StdError + 'static)) -> Option<&'static str> {
-    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
-        return Some(classify_postgres(pg));
-    }
-    if let Some(pool) = e.downcast_ref::<PoolError>() {
-        return Some(classify_pool(pool));
-    }
-    // `#[error(transparent)]` wrappers of a driver error expose its source, the server's
-    // error, directly.
-    if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
-        return Some(sqlstate_name(db.code().code()));
-    }
-    None
+    e.downcast_ref::<PoolError>().map(classify_pool)
 }
 
-/// Pool timeouts, a closed pool and a closed connection have no source; their messages are
-/// fixed texts of deadpool and tokio-postgres (never server or user data).
+/// Pool timeouts and a closed pool have no source; their messages are fixed texts of deadpool
+/// (never server or user data).
 pub(super) fn classify_message(message: &str) -> Option<&'static str> {
     match message {
         "Timeout occurred while waiting for a slot to become available"
         | "Timeout occurred while creating a new object"
         | "Timeout occurred while recycling an object" => Some(POOL_TIMEOUT),
         "Pool has been closed" => Some(POOL_CLOSED),
-        "connection closed" => Some(CONNECTION_CLOSED),
         _ => None,
     }
 }
@@ -282,25 +213,10 @@ macro_rules! begin_with {
 }
 
 begin_with! {
-    tokio_postgres::Client => tokio_postgres::Transaction<'a>, tokio_postgres::Client::transaction;
-    tokio_postgres::Transaction<'_> => tokio_postgres::Transaction<'a>, tokio_postgres::Transaction::transaction;
     ClientWrapper => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
     Object => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
     TrackedConnection<Pool> => deadpool_postgres::Transaction<'a>, ClientWrapper::transaction;
     deadpool_postgres::Transaction<'_> => deadpool_postgres::Transaction<'a>, deadpool_postgres::Transaction::transaction;
-}
-
-#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-impl OpenTransaction for tokio_postgres::Transaction<'_> {
-    type Error = tokio_postgres::Error;
-
-    fn commit(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
-        tokio_postgres::Transaction::commit(self)
-    }
-
-    fn rollback(self) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send {
-        tokio_postgres::Transaction::rollback(self)
-    }
 }
 
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]

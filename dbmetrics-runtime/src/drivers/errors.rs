@@ -7,6 +7,18 @@ pub(crate) fn classify(error: &(dyn std::error::Error + 'static)) -> Option<&'st
     if let Some(class) = super::deadpool::classify_dyn(error) {
         return Some(class);
     }
+    #[cfg(any(feature = "deadpool", feature = "bb8"))]
+    if let Some(class) = super::postgres::classify_dyn(error) {
+        return Some(class);
+    }
+    #[cfg(feature = "sqlx")]
+    if let Some(class) = super::sqlx::classify_dyn(error) {
+        return Some(class);
+    }
+    #[cfg(feature = "bb8")]
+    if let Some(class) = super::bb8::classify_dyn(error) {
+        return Some(class);
+    }
     let _ = error;
     None
 }
@@ -16,6 +28,18 @@ pub(crate) fn classify(error: &(dyn std::error::Error + 'static)) -> Option<&'st
 pub(crate) fn classify_message(message: &str) -> Option<&'static str> {
     #[cfg(feature = "deadpool")]
     if let Some(class) = super::deadpool::classify_message(message) {
+        return Some(class);
+    }
+    #[cfg(any(feature = "deadpool", feature = "bb8"))]
+    if let Some(class) = super::postgres::classify_message(message) {
+        return Some(class);
+    }
+    #[cfg(feature = "sqlx")]
+    if let Some(class) = super::sqlx::classify_message(message) {
+        return Some(class);
+    }
+    #[cfg(feature = "bb8")]
+    if let Some(class) = super::bb8::classify_message(message) {
         return Some(class);
     }
     let _ = message;

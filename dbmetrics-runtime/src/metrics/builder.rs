@@ -65,6 +65,7 @@ impl DatabaseMetrics {
         let metrics = DatabaseMetrics::from_parts(Parts {
             catalog: self.catalog().clone(),
             pool_name: Some(intern(name)),
+            counts_created: self.counts_created(),
             poll_interval: self.poll_interval(),
             slow_query_threshold: None,
             label_limit: 0,
@@ -255,6 +256,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
         let metrics = DatabaseMetrics::from_parts(Parts {
             catalog: catalog.with_function_label(function_label),
             pool_name: Some(intern(&self.pool_name)),
+            counts_created: P::COUNTS_CREATED,
             poll_interval: self
                 .given
                 .poll_interval

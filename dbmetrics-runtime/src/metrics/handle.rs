@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::epoch::{self, EPOCHS};
+use super::pool_ref::PoolRef;
 use super::series::SiteHandles;
 use super::site_cache::SiteCache;
 use crate::catalog::{Catalog, MetricInfo};
 use crate::error::Error;
-use crate::pool::{MonitoredPool, PoolSeries, spawn_poller};
+use crate::pool::{MonitoredPool, PoolActivity, PoolSeries, spawn_poller};
 use crate::record::{LabelBudget, QueryMetrics, Sample};
 use crate::slow_log::SlowLog;
 
@@ -37,6 +38,13 @@ pub(super) struct Inner {
     epochs: [EpochHandles; EPOCHS],
     /// The monitored pool's label and series; `None` for metrics without a pool.
     pool: Option<RwLock<PoolLabel>>,
+    /// What the tracked pools of the label do now (waiting callers, leak watch); with `pool`.
+    activity: Option<Arc<PoolActivity>>,
+    /// The driver says which checkouts got a new connection: `connections_created_total` is
+    /// published.
+    counts_created: bool,
+    /// The monitored pool, once registered (see [`PoolRef`]).
+    pool_ref: OnceLock<PoolRef>,
     /// The bound on names given at run time.
     budget: LabelBudget,
     /// Never sent on: dropped with the last handle, which stops the poller at once. Its
@@ -78,6 +86,8 @@ pub(super) struct Parts {
     pub(super) catalog: Catalog,
     /// The pool label, for metrics that monitor a pool.
     pub(super) pool_name: Option<&'static str>,
+    /// The pool's driver says which checkouts got a new connection.
+    pub(super) counts_created: bool,
     pub(super) poll_interval: Duration,
     pub(super) slow_query_threshold: Option<Duration>,
     pub(super) label_limit: usize,
@@ -126,6 +136,7 @@ impl DatabaseMetrics {
         let metrics = Self::from_parts(Parts {
             catalog,
             pool_name: None,
+            counts_created: false,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(Self::DEFAULT_SLOW_QUERY_THRESHOLD),
             label_limit: Self::DEFAULT_LABEL_LIMIT,
@@ -138,6 +149,9 @@ impl DatabaseMetrics {
     pub(super) fn from_parts(parts: Parts) -> Self {
         // The first tracked call should not pay for the clock's calibration.
         crate::record::clock::calibrate();
+        let activity = parts
+            .pool_name
+            .map(|_| Arc::new(PoolActivity::new(parts.catalog.service())));
         Self {
             inner: Arc::new(Inner {
                 catalog: parts.catalog,
@@ -145,9 +159,12 @@ impl DatabaseMetrics {
                 slow_query_threshold: parts.slow_query_threshold,
                 slow_log: SlowLog::new(),
                 epochs: [EpochHandles::new(), EpochHandles::new()],
+                activity,
                 pool: parts
                     .pool_name
                     .map(|name| RwLock::new(PoolLabel { name, series: None })),
+                counts_created: parts.counts_created,
+                pool_ref: OnceLock::new(),
                 budget: LabelBudget::new(parts.label_limit),
                 stop: watch::Sender::new(()),
                 recorder: parts.recorder,
@@ -157,6 +174,11 @@ impl DatabaseMetrics {
 
     pub(super) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
+    }
+
+    /// Holds `pool` as this handle's monitored pool (once).
+    pub(super) fn set_pool_ref<P: MonitoredPool>(&self, pool: &P) {
+        let _ = self.inner.pool_ref.set(PoolRef::new(pool));
     }
 
     pub(super) fn downgrade(&self) -> Weak<Inner> {
@@ -170,9 +192,9 @@ impl DatabaseMetrics {
         runtime: &tokio::runtime::Handle,
         pool: &P,
     ) {
-        if self.inner.pool.is_none() {
+        let Some(activity) = self.inner.activity.clone() else {
             return;
-        }
+        };
         let weak = self.downgrade();
         let series = move || {
             weak.upgrade()
@@ -182,6 +204,7 @@ impl DatabaseMetrics {
             runtime,
             pool,
             series,
+            activity,
             self.inner.stop.subscribe(),
             self.inner.poll_interval,
         );
@@ -268,6 +291,17 @@ impl DatabaseMetrics {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// What the tracked pools of this handle's pool label do now; `None` for metrics without
+    /// a pool.
+    pub(crate) fn pool_activity(&self) -> Option<&Arc<PoolActivity>> {
+        self.inner.activity.as_ref()
+    }
+
+    /// Whether the monitored pool's driver says which checkouts got a new connection.
+    pub(crate) fn counts_created(&self) -> bool {
+        self.inner.counts_created
+    }
+
     /// The catalog of this service (metric names).
     pub(crate) fn catalog(&self) -> &Catalog {
         &self.inner.catalog
@@ -290,7 +324,12 @@ impl DatabaseMetrics {
             return Some(series.clone());
         }
         self.inner.describe(epoch);
-        let series = PoolSeries::new(&self.inner.catalog, label.name, epoch);
+        let series = PoolSeries::new(
+            &self.inner.catalog,
+            label.name,
+            epoch,
+            self.inner.counts_created,
+        );
         label.series = Some(series.clone());
         Some(series)
     }
@@ -302,8 +341,8 @@ impl DatabaseMetrics {
     #[cfg(feature = "bench")]
     #[doc(hidden)]
     pub fn __poll_tick<P: MonitoredPool>(&self, pool: &P) {
-        if let Some(series) = self.pool_series() {
-            crate::pool::poll_tick(pool, &series);
+        if let (Some(series), Some(activity)) = (self.pool_series(), &self.inner.activity) {
+            crate::pool::poll_tick(pool, &series, activity);
         }
     }
 }
@@ -321,6 +360,11 @@ impl QueryMetrics for DatabaseMetrics {
 }
 
 impl Inner {
+    /// The monitored pool, once registered.
+    pub(super) fn pool_ref(&self) -> Option<&PoolRef> {
+        self.pool_ref.get()
+    }
+
     #[inline]
     fn record(&self, sample: &Sample) {
         match &self.recorder {

@@ -4,6 +4,7 @@
 mod builder;
 mod epoch;
 mod handle;
+mod pool_ref;
 mod registry;
 mod series;
 mod site_cache;

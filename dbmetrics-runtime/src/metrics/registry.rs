@@ -1,7 +1,6 @@
 //! The registry of monitored pools: which (service, pool label) pairs are monitored, and for
 //! which pool, so that a second setup shares the first handle (and its one poller).
 
-use std::any::TypeId;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 
 use super::handle::{DatabaseMetrics, Inner};
@@ -119,11 +118,10 @@ impl Registry {
         pool: &P,
         metrics: &DatabaseMetrics,
     ) {
+        metrics.set_pool_ref(pool);
         self.0.push(Registration {
             service,
             pool_name,
-            pool: Box::new(Registered::<P>(pool.downgrade())),
-            pool_type: TypeId::of::<P>(),
             metrics: metrics.downgrade(),
         });
     }
@@ -132,10 +130,7 @@ impl Registry {
 struct Registration {
     service: String,
     pool_name: String,
-    // Weak: never keeps a pool open. It keeps the pool's allocation, so the address that
-    // identifies the pool cannot be reused by another pool while this entry exists.
-    pool: Box<dyn RegisteredPool>,
-    pool_type: TypeId,
+    // Weak: the registry never keeps metrics (nor, through them, a pool) alive.
     metrics: Weak<Inner>,
 }
 
@@ -143,28 +138,14 @@ impl Registration {
     /// Still in force: somebody holds the metrics, and the pool is open. A closed or dropped
     /// pool frees its label for a new pool (a reconnect after `close()`).
     fn is_current(&self) -> bool {
-        self.metrics.strong_count() > 0 && self.pool.is_open()
+        self.metrics
+            .upgrade()
+            .is_some_and(|inner| inner.pool_ref().is_some_and(|p| p.is_open()))
     }
 
     fn is_for<P: MonitoredPool>(&self, pool: &P) -> bool {
-        self.pool_type == TypeId::of::<P>() && self.pool.id() == Some(pool.id())
-    }
-}
-
-/// A registered pool, whatever its driver.
-trait RegisteredPool: Send + Sync {
-    fn is_open(&self) -> bool;
-    fn id(&self) -> Option<usize>;
-}
-
-struct Registered<P: MonitoredPool>(P::Weak);
-
-impl<P: MonitoredPool> RegisteredPool for Registered<P> {
-    fn is_open(&self) -> bool {
-        P::upgrade(&self.0).is_some_and(|pool| pool.status().is_some())
-    }
-
-    fn id(&self) -> Option<usize> {
-        P::upgrade(&self.0).map(|pool| pool.id())
+        self.metrics
+            .upgrade()
+            .is_some_and(|inner| inner.pool_ref().is_some_and(|p| p.is(pool)))
     }
 }

@@ -29,6 +29,7 @@
 //!
 //! It holds the pool weakly, so it never keeps a pool open.
 
+mod activity;
 mod poller;
 mod series;
 mod status;
@@ -37,6 +38,7 @@ pub(crate) mod tracked;
 pub use crate::drivers::MonitoredPool;
 pub use status::{PoolStatus, TimeoutStage};
 
+pub(crate) use activity::{LeakWatch, PoolActivity, Waiter};
 #[cfg(feature = "bench")]
 pub(crate) use poller::poll_tick;
 pub(crate) use poller::spawn_poller;

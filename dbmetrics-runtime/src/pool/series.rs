@@ -18,12 +18,18 @@ pub(crate) struct PoolSeries {
 }
 
 impl PoolSeries {
-    /// Registers every series of `pool` with the current recorder (of `epoch`).
-    pub(crate) fn new(catalog: &Catalog, pool: &'static str, epoch: usize) -> Arc<Self> {
+    /// Registers every series of `pool` with the current recorder (of `epoch`);
+    /// `connections_created_total` only when the driver says which connections are new.
+    pub(crate) fn new(
+        catalog: &Catalog,
+        pool: &'static str,
+        epoch: usize,
+        counts_created: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             epoch,
             gauges: PoolGauges::new(catalog, pool),
-            checkouts: Checkouts::new(catalog, pool),
+            checkouts: Checkouts::new(catalog, pool, counts_created),
         })
     }
 }
@@ -80,9 +86,14 @@ impl PoolGauges {
 
 /// The series a [`TrackedPool`](super::TrackedPool) records into.
 pub(crate) struct Checkouts {
+    /// The pool label.
+    pub(crate) pool: &'static str,
     pub(crate) acquired: Counter,
     pub(crate) released: Counter,
-    pub(crate) created: Counter,
+    /// `None` for drivers that do not say whether a connection is new.
+    pub(crate) created: Option<Counter>,
+    pub(crate) leaks: Counter,
+    pub(crate) acquire_cancelled: Counter,
     pub(crate) wait: Histogram,
     pub(crate) use_time: Histogram,
     /// By stage, in [`TimeoutStage::ALL`] order.
@@ -91,7 +102,7 @@ pub(crate) struct Checkouts {
 
 impl Checkouts {
     /// Registers the checkout series of `pool`; counters start at 0 so they render at once.
-    pub(crate) fn new(catalog: &Catalog, pool: &'static str) -> Arc<Self> {
+    pub(crate) fn new(catalog: &Catalog, pool: &'static str, counts_created: bool) -> Arc<Self> {
         let labels = || vec![Label::from_static_parts("pool", pool)];
         let counter = |m| {
             let c = register_counter(catalog.name(m), labels());
@@ -111,9 +122,12 @@ impl Checkouts {
             c
         });
         Arc::new(Self {
+            pool,
             acquired: counter(Metric::ConnectionsAcquired),
             released: counter(Metric::ConnectionsReleased),
-            created: counter(Metric::ConnectionsCreated),
+            created: counts_created.then(|| counter(Metric::ConnectionsCreated)),
+            leaks: counter(Metric::ConnectionLeaks),
+            acquire_cancelled: counter(Metric::ConnectionAcquireCancelled),
             wait: histogram(Metric::ConnectionWait),
             use_time: histogram(Metric::ConnectionUse),
             timeouts,

@@ -1,11 +1,13 @@
 //! [`TrackedPool`] and [`TrackedConnection`]: checkouts counted and timed under a pool label.
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::series::Checkouts;
-use super::{MonitoredPool, PoolStatus};
+use super::{LeakWatch, MonitoredPool, PoolActivity, PoolStatus, Waiter};
 use crate::drivers::DefaultPool;
 use crate::metrics::DatabaseMetrics;
 
@@ -21,10 +23,20 @@ use crate::metrics::DatabaseMetrics;
 ///   being cancelled or panicking;
 /// - a failed checkout counts `connection_timeouts_total{stage}` when it is a pool timeout
 ///   (stage `wait`, `create` or `recycle`) and nothing else; a checkout whose future is
-///   dropped while it waits (a `tokio::time::timeout` around `get`) counts nothing at all.
+///   dropped while it waits (a `tokio::time::timeout` around `get`) counts
+///   `connection_acquire_cancelled_total` and nothing else;
+/// - with [`TrackedPool::leak_threshold`] set, a connection held longer than the threshold is
+///   logged once (`WARN`, target `dbmetrics`, with the source location of the `get()` call that
+///   checked it out) and counted in `connection_leaks_total`: when it is released, or by the
+///   pool poller's next tick while it is still held (so within the threshold plus the poll
+///   interval).
 ///
 /// So at any quiet moment `acquired_total == released_total` and the wait histogram's count
 /// equals `acquired_total`.
+///
+/// Callers inside [`TrackedPool::get`] are counted as waiting: for drivers that do not count
+/// waiting callers themselves (sqlx, bb8), that count is the `connections_overflow` gauge, and
+/// checkouts made on the pool directly, not through the tracked pool, are not seen in it.
 ///
 /// The pool label also gets the five gauges: enhancing the pool that the metrics already
 /// monitor shares that poller, and when `name` differs from the label it was set up with, the
@@ -54,6 +66,9 @@ pub struct TrackedPool<P: MonitoredPool = DefaultPool> {
     // The metrics of this pool label: its series, and its poller kept running while the pool
     // is used.
     monitor: DatabaseMetrics,
+    // Waiting callers and watched checkouts of the label (shared with its poller).
+    activity: Arc<PoolActivity>,
+    leak_threshold: Option<Duration>,
 }
 
 impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
@@ -61,6 +76,7 @@ impl<P: MonitoredPool> std::fmt::Debug for TrackedPool<P> {
         f.debug_struct("TrackedPool")
             .field("pool", &self.monitor.pool_name())
             .field("status", &self.pool.status())
+            .field("leak_threshold", &self.leak_threshold)
             .finish()
     }
 }
@@ -84,47 +100,82 @@ impl<P: MonitoredPool> TrackedPool<P> {
                 );
                 metrics.without_poller(name)
             });
-        Self { pool, monitor }
+        let activity = monitor
+            .pool_activity()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(PoolActivity::new(metrics.service())));
+        Self {
+            pool,
+            monitor,
+            activity,
+            leak_threshold: None,
+        }
+    }
+
+    /// Logs and counts connections held longer than `threshold` (off by default): one
+    /// `WARN` (target `dbmetrics`) per such checkout, naming the source location of the
+    /// [`get`](TrackedPool::get) call that made it, and
+    /// `{service}_database_connection_leaks_total{pool}` +1. Checked when the connection is
+    /// released and on every tick of the pool poller while it is held. `None` turns it off.
+    ///
+    /// Costs one short mutex per checkout and release while set; nothing when off.
+    pub fn leak_threshold(mut self, threshold: impl Into<Option<Duration>>) -> Self {
+        self.leak_threshold = threshold.into();
+        self
     }
 
     /// Checks a connection out of the pool, counting and timing it.
     ///
-    /// Cancel-safe: if this future is dropped before it completes, nothing is counted and no
-    /// connection is held.
+    /// Cancel-safe: if this future is dropped before it completes, no connection is held and
+    /// only `connection_acquire_cancelled_total` is counted.
     ///
     /// # Errors
     /// The pool's own error, unchanged; a timeout is counted under its stage first.
-    pub async fn get(&self) -> Result<TrackedConnection<P>, P::Error> {
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<TrackedConnection<P>, P::Error>> + Send + '_ {
+        self.get_at(Location::caller())
+    }
+
+    /// [`TrackedPool::get`], for a checkout made on behalf of the code at `location`.
+    pub(crate) async fn get_at(
+        &self,
+        location: &'static Location<'static>,
+    ) -> Result<TrackedConnection<P>, P::Error> {
         let start = Instant::now();
         let series = self.monitor.pool_series();
+        let checkouts = series.as_ref().map(|s| &*s.checkouts);
+        let waiter = Waiter::new(&self.activity, checkouts);
+        let result = self.pool.checkout().await;
+        // No await from here on: the counts and the guard that undoes them appear together.
+        waiter.done();
         let Some(checkouts) = series.as_ref().map(|s| &s.checkouts) else {
             // Not reached: a tracked pool's metrics always monitor a pool label.
-            return self
-                .pool
-                .checkout()
-                .await
-                .map(|connection| TrackedConnection {
-                    connection,
-                    checkouts: None,
-                    acquired_at: Instant::now(),
-                });
+            return result.map(|connection| TrackedConnection {
+                connection,
+                checkouts: None,
+                acquired_at: Instant::now(),
+                leak: None,
+            });
         };
-        match self.pool.checkout().await {
-            // No await from here on: the count and the guard that undoes it appear together.
+        match result {
             Ok(connection) => {
                 let acquired_at = Instant::now();
                 let created = P::is_new(&connection);
+                let leak = self.leak_threshold.map(|threshold| {
+                    LeakWatch::start(self.activity.clone(), threshold, location, acquired_at)
+                });
                 let connection = TrackedConnection {
                     connection,
                     checkouts: Some(checkouts.clone()),
                     acquired_at,
+                    leak,
                 };
                 checkouts.acquired.increment(1);
                 checkouts
                     .wait
                     .record(acquired_at.duration_since(start).as_secs_f64());
-                if created {
-                    checkouts.created.increment(1);
+                if created && let Some(counter) = &checkouts.created {
+                    counter.increment(1);
                 }
                 Ok(connection)
             }
@@ -162,6 +213,7 @@ pub struct TrackedConnection<P: MonitoredPool = DefaultPool> {
     connection: P::Connection,
     checkouts: Option<Arc<Checkouts>>,
     acquired_at: Instant,
+    leak: Option<LeakWatch>,
 }
 
 impl<P: MonitoredPool> std::fmt::Debug for TrackedConnection<P> {
@@ -193,6 +245,9 @@ impl<P: MonitoredPool> Drop for TrackedConnection<P> {
             checkouts
                 .use_time
                 .record(self.acquired_at.elapsed().as_secs_f64());
+        }
+        if let Some(leak) = self.leak.take() {
+            leak.release(self.checkouts.as_deref());
         }
     }
 }
