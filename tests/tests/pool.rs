@@ -652,7 +652,11 @@ async fn two_pools_of_one_service_have_separate_series() {
     let e = n
         .wait_for_gauges("replica", [0.0, 2.0, 2.0, 3.0, 0.0])
         .await;
-    assert_eq!(n.gauges(&e, "primary"), [0.0, 1.0, 1.0, 2.0, 0.0]);
+    // Each pool has its own poller: wait for the primary's tick too.
+    let e = n
+        .wait_for_gauges("primary", [0.0, 1.0, 1.0, 2.0, 0.0])
+        .await;
+    assert_eq!(n.gauges(&e, "replica"), [0.0, 2.0, 2.0, 3.0, 0.0]);
     assert_eq!(n.counter(&e, "connections_released_total", "primary"), 1.0);
     assert_eq!(n.counter(&e, "connections_released_total", "replica"), 2.0);
     // Exactly two label values, no mixing.
