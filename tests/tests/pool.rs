@@ -649,8 +649,7 @@ async fn two_pools_of_one_service_have_separate_series() {
     assert_eq!(n.counter(&e, "connections_acquired_total", "replica"), 2.0);
     assert_eq!(n.counter(&e, "connections_created_total", "replica"), 2.0);
     drop((p, r));
-    let e = n
-        .wait_for_gauges("replica", [0.0, 2.0, 2.0, 3.0, 0.0])
+    n.wait_for_gauges("replica", [0.0, 2.0, 2.0, 3.0, 0.0])
         .await;
     // Each pool has its own poller: wait for the primary's tick too.
     let e = n
