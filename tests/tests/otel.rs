@@ -587,3 +587,44 @@ fn print_tree(spans: &[SpanData]) {
     }
     walk(spans, SpanId::INVALID, 0);
 }
+
+#[tokio::test]
+async fn one_service_has_one_naming() {
+    let service = unique("svc_naming");
+    let (first, second) = (database().pool(1), database().pool(1));
+    let metrics = DatabaseMetrics::builder(&first, &service)
+        .naming(Naming::OpenTelemetry)
+        .build()
+        .unwrap();
+    assert_eq!(metrics.naming(), Naming::OpenTelemetry);
+    let err = DatabaseMetrics::builder(&second, &service)
+        .pool_name("second")
+        .naming(Naming::Service)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            dbmetrics::Error::ConflictingSetup {
+                option: "naming",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Left out: the naming in force for the service.
+    let second = DatabaseMetrics::builder(&second, &service)
+        .pool_name("second")
+        .build()
+        .unwrap();
+    assert_eq!(second.naming(), Naming::OpenTelemetry);
+    assert_eq!(
+        DatabaseMetrics::new(&service).unwrap().naming(),
+        Naming::OpenTelemetry
+    );
+    assert!(
+        metrics
+            .get_metrics()
+            .contains_key("db.client.operation.duration")
+    );
+}

@@ -89,18 +89,21 @@ pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
     service: String,
     pub(crate) pool_name: String,
     /// The options given (`None`: left out).
-    given: Options<
-        Option<Duration>,
-        Option<Option<Duration>>,
-        Option<usize>,
-        Option<bool>,
-        Option<Naming>,
-    >,
+    given: GivenOptions,
     /// What a left-out option is for a new setup.
     defaults: Options<Duration, Option<Duration>, usize, bool, Naming>,
     /// Health check settings for [`build_monitored`](Self::build_monitored).
     pub(crate) health: HealthConfig,
 }
+
+/// The options a setup gave (`None`: left out).
+type GivenOptions = Options<
+    Option<Duration>,
+    Option<Option<Duration>>,
+    Option<usize>,
+    Option<bool>,
+    Option<Naming>,
+>;
 
 /// The options of one setup.
 #[derive(Clone, Copy, Debug)]
