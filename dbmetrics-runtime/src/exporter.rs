@@ -10,13 +10,21 @@
 //! loopback queries. Only dbmetrics' own histograms get these buckets; other histograms of the
 //! process keep the exporter's defaults unless you configure them on the builder returned by
 //! [`ExporterConfig::prometheus_builder`].
+//!
+//! Names are rendered with Prometheus' recommended naming
+//! ([`PrometheusBuilder::with_recommended_naming`]): dots become `_`, a counter ends in
+//! `_total`, and a metric described with a unit ends in it (`_seconds`). The service naming's
+//! names have these suffixes already and render unchanged; the OpenTelemetry naming's
+//! `db.client.operation.duration` renders as `db_client_operation_duration_seconds`,
+//! `db.client.connection.timeouts` as `db_client_connection_timeouts_total`. Your own
+//! counters through this recorder get `_total` too, as Prometheus expects.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
-use crate::catalog::histogram_suffixes;
+use crate::catalog::{histogram_suffixes, opentelemetry_histogram_names};
 use crate::error::Error;
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -86,10 +94,13 @@ impl ExporterConfig {
     /// increasing.
     pub fn prometheus_builder(&self) -> Result<PrometheusBuilder, Error> {
         validate_buckets(&self.buckets)?;
-        let mut builder = PrometheusBuilder::new();
-        for suffix in histogram_suffixes() {
+        let mut builder = PrometheusBuilder::new().with_recommended_naming(true);
+        let matchers = histogram_suffixes()
+            .map(|suffix| Matcher::Suffix(format!("_{suffix}")))
+            .chain(opentelemetry_histogram_names().map(|name| Matcher::Full(name.to_owned())));
+        for matcher in matchers {
             builder = builder
-                .set_buckets_for_metric(Matcher::Suffix(format!("_{suffix}")), &self.buckets)
+                .set_buckets_for_metric(matcher, &self.buckets)
                 .map_err(|e| Error::Config(e.to_string()))?;
         }
         Ok(builder)
@@ -183,6 +194,45 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn opentelemetry_names_render_with_unit_and_total_suffixes() {
+        let recorder = ExporterConfig::new()
+            .prometheus_builder()
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::describe_histogram!(
+                "db.client.operation.duration",
+                metrics::Unit::Seconds,
+                "Duration of database client operations."
+            );
+            metrics::histogram!("db.client.operation.duration", "db.system.name" => "postgresql")
+                .record(0.0003);
+            metrics::describe_counter!(
+                "db.client.connection.timeouts",
+                metrics::Unit::Count,
+                "Timeouts."
+            );
+            metrics::counter!("db.client.connection.timeouts").increment(2);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("# TYPE db_client_operation_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "db_client_operation_duration_seconds_bucket{db_system_name=\"postgresql\",le=\"0.0005\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("db_client_connection_timeouts_total 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod intern;
 mod memory;
 mod metrics;
 mod monitor;
+mod naming;
 pub mod pool;
 mod record;
 mod sites;
@@ -43,6 +44,7 @@ pub use health::report::HealthStatus;
 pub use memory::{InMemoryMetrics, RecordedSample};
 pub use metrics::{DatabaseMetrics, DatabaseMetricsBuilder, setup_database_monitoring};
 pub use monitor::{MonitoredDatabase, monitor_database};
+pub use naming::Naming;
 pub use pool::tracked::{TrackedConnection, TrackedPool};
 pub use record::{
     CallResult, CallSite, NoopMetrics, Operation, Outcome, QueryMetrics, Sample, UnknownOperation,

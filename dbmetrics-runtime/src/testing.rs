@@ -209,7 +209,11 @@ impl MetricsCapture {
     }
 
     fn name(&self, metric: Metric) -> &str {
-        self.metrics.catalog().name(metric).as_str()
+        // A capture records in the service naming, which names every metric.
+        self.metrics
+            .catalog()
+            .name(metric)
+            .map_or("", metrics::KeyName::as_str)
     }
 
     fn errors(&self, operation: &str, table: &str) -> BTreeMap<String, u64> {

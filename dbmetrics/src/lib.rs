@@ -9,7 +9,11 @@
 //!   fine enough for sub-millisecond queries;
 //! - [`DatabaseHealthChecker`] answers readiness probes within a timeout ([`health`]), and with
 //!   the `axum` feature `dbmetrics::axum::router` serves `/metrics`, `/healthz`,
-//!   `/health/detailed` and `/livez` (liveness, without the database).
+//!   `/health/detailed` and `/livez` (liveness, without the database);
+//! - with the `tracing` feature every tracked call runs in a `tracing` span carrying the
+//!   OpenTelemetry database fields (`tracing-opentelemetry` exports it as a client span), and
+//!   [`Naming::OpenTelemetry`] records the OpenTelemetry database client metrics
+//!   (`db.client.operation.duration`, ...) instead of `{service}_database_*`.
 //!
 //! Everything is recorded through the [`metrics`](https://docs.rs/metrics) facade, so any
 //! `metrics` recorder works; with none installed, everything runs and records nothing.
@@ -73,7 +77,7 @@ pub use dbmetrics_macros::{TrackedRepository, track_query, track_transaction};
 pub use dbmetrics_runtime::{
     AsOperation, CallResult, CallSite, ClassifyError, DatabaseHealthChecker,
     DatabaseHealthCheckerBuilder, DatabaseMetrics, DatabaseMetricsBuilder, DefaultTable, Error,
-    HealthStatus, InMemoryMetrics, InfrastructureEnhancer, MonitoredDatabase, NoPredicate,
+    HealthStatus, InMemoryMetrics, InfrastructureEnhancer, MonitoredDatabase, Naming, NoPredicate,
     NoopMetrics, Operation, Outcome, Predicate, QueryMetrics, QueryPerformanceTracker,
     RecordedSample, RepositoryMiddleware, Sample, TrackOutcome, TrackedCall, TrackedConnection,
     TrackedPool, TrackedRepository, UnknownOperation, create_infrastructure_enhancer,

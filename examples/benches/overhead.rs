@@ -19,6 +19,21 @@
 //! | `bare_sync`, `by_hand_sync`, `track_query_sync` | the same three for a plain `fn` |
 //! | `clock_pair` | reference: `Instant::now()` and `elapsed()`, the two clock reads every timed call makes |
 //! | `poller/tick` | one pool-poller tick: `Pool::status()` and five gauge sets |
+//! | `instrument_by_hand_async` | `#[tracing::instrument]` (the same span fields as dbmetrics' query span) + `Instant` + `histogram!`: a client span and a histogram written by hand |
+//!
+//! Tracing (feature `tracing` of dbmetrics, which this crate's default feature `tracing` turns
+//! on): every row is measured in one of four setups, one process each, since a process that
+//! ever made a `tracing` subscriber pays for it at every span call site:
+//!
+//! | setup | command |
+//! |---|---|
+//! | feature off | `cargo bench -p dbmetrics-examples --bench overhead --no-default-features` |
+//! | feature on, no subscriber | `cargo bench -p dbmetrics-examples --bench overhead` |
+//! | feature on, `fmt` subscriber writing to `io::sink` | `DBMETRICS_BENCH_TRACING=fmt cargo bench ...` |
+//! | feature on, `tracing-opentelemetry` (SDK, no exporter) | `DBMETRICS_BENCH_TRACING=otel cargo bench ...` |
+//!
+//! The first two compare `track_query_async` across builds (the target: within 5 ns); the last
+//! two compare `track_query_async` (span + metrics) with `instrument_by_hand_async`.
 //!
 //! "No recorder": the `metrics` crate allows one global recorder per process and this process
 //! installs Prometheus. A `DatabaseMetrics` resolves a call site's handles on the site's first
@@ -50,6 +65,8 @@ use dbmetrics::{
     ClassifyError, DatabaseMetrics, NoopMetrics, Operation, QueryMetrics, QueryPerformanceTracker,
     track_query,
 };
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::layer::SubscriberExt;
 
 // ----- allocation counting (this thread only, only while asked) -----
 
@@ -208,6 +225,35 @@ async fn via_tracker_str(tracker: &QueryPerformanceTracker, id: u64) -> Result<u
         .await
 }
 
+/// A client span and a histogram, by hand: what `#[track_query]` with the feature `tracing`
+/// does for a success.
+#[tracing::instrument(
+    level = "info",
+    target = "bench",
+    name = "db.query",
+    skip_all,
+    fields(
+        otel.name = "SELECT content_instrument",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = "SELECT",
+        db.collection.name = "content_instrument",
+    )
+)]
+#[inline(never)]
+async fn instrument_by_hand(id: u64) -> Result<u64, NotFound> {
+    let start = Instant::now();
+    let result = body(id);
+    metrics::histogram!(
+        "bench_database_query_duration_seconds",
+        "operation" => "select",
+        "table" => "content_instrument",
+        "result" => if result.is_ok() { "success" } else { "error" },
+    )
+    .record(start.elapsed().as_secs_f64());
+    result
+}
+
 #[inline(never)]
 fn bare_sync(id: u64) -> Result<u64, NotFound> {
     body(id)
@@ -236,6 +282,8 @@ fn tracked_sync<M: QueryMetrics>(metrics: &M, id: u64) -> Result<u64, NotFound> 
 // ----- variants -----
 
 struct Ctx {
+    /// What `tracing` sees in this process (see `tracing_setup`).
+    tracing: &'static str,
     prometheus: Handle,
     metrics: DatabaseMetrics,
     no_recorder: DatabaseMetrics,
@@ -258,6 +306,7 @@ const TRACK_QUERY_SYNC: usize = 9;
 const POLL_TICK: usize = 10;
 const CLOCK_PAIR: usize = 11;
 const FLOOR_ASYNC: usize = 12;
+const INSTRUMENT_BY_HAND: usize = 13;
 
 /// One call of variant `V` (a const generic, so every timing loop is monomorphic).
 #[inline(always)]
@@ -266,6 +315,7 @@ fn call<const V: usize>(ctx: &Ctx, id: u64) -> Result<u64, NotFound> {
         BARE_ASYNC => run(bare(id)),
         BY_HAND_ASYNC => run(by_hand(id)),
         FLOOR_ASYNC => run(floor(id)),
+        INSTRUMENT_BY_HAND => run(instrument_by_hand(id)),
         TRACK_QUERY_ASYNC => run(tracked(&ctx.metrics, id)),
         TRACK_QUERY_NO_RECORDER => run(tracked(&ctx.no_recorder, id)),
         TRACK_QUERY_NOOP => run(tracked(&NoopMetrics, id)),
@@ -403,6 +453,13 @@ fn variants() -> Vec<Variant> {
             Kind::Async,
             TRACKER_STR
         ),
+        variant!(
+            "call",
+            "instrument_by_hand_async",
+            "by hand: #[instrument] + histogram!",
+            Kind::Async,
+            INSTRUMENT_BY_HAND
+        ),
         variant!("call", "bare_sync", "bare sync fn", Kind::Sync, BARE_SYNC),
         variant!(
             "call",
@@ -435,7 +492,51 @@ fn variants() -> Vec<Variant> {
     ]
 }
 
+/// What `tracing` sees in this process: nothing, unless `DBMETRICS_BENCH_TRACING` installs a
+/// global subscriber (`fmt` to `io::sink`, or `otel`: tracing-opentelemetry over an SDK tracer
+/// provider without exporter).
+fn tracing_setup() -> &'static str {
+    let mode = std::env::var("DBMETRICS_BENCH_TRACING").unwrap_or_default();
+    let installed = match mode.as_str() {
+        "" => {
+            return if cfg!(feature = "tracing") {
+                "feature tracing on, no subscriber"
+            } else {
+                "feature tracing off"
+            };
+        }
+        "fmt" => tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_writer(std::io::sink)
+                .with_max_level(tracing::Level::INFO)
+                .finish(),
+        ),
+        "otel" => {
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            let tracer = provider.tracer("bench");
+            // Kept for the process's life: the tracer's spans need it.
+            std::mem::forget(provider);
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry()
+                    .with(tracing_subscriber::filter::LevelFilter::INFO)
+                    .with(tracing_opentelemetry::layer().with_tracer(tracer)),
+            )
+        }
+        other => panic!("DBMETRICS_BENCH_TRACING={other}: expected fmt or otel"),
+    };
+    installed.expect("the first global subscriber installs");
+    if !cfg!(feature = "tracing") {
+        return "feature tracing off, a subscriber installed (dbmetrics makes no span)";
+    }
+    if mode == "fmt" {
+        "feature tracing on, fmt subscriber (to io::sink)"
+    } else {
+        "feature tracing on, tracing-opentelemetry (SDK, no exporter)"
+    }
+}
+
 fn setup() -> Ctx {
+    let tracing = tracing_setup();
     let prometheus = dbmetrics::exporter::install_recorder().expect("the first recorder installs");
     let metrics = DatabaseMetrics::new("bench").expect("valid service name");
     let no_recorder = DatabaseMetrics::new("bench_no_recorder").expect("valid service name");
@@ -460,6 +561,7 @@ fn setup() -> Ctx {
         dbmetrics::setup_database_monitoring(&pool, "bench_pool").expect("monitoring set up")
     };
     Ctx {
+        tracing,
         prometheus,
         metrics,
         no_recorder,
@@ -604,6 +706,7 @@ fn summary(ctx: &Ctx, variants: &[Variant], since: SystemTime) {
         .collect();
 
     println!();
+    println!("tracing: {}", ctx.tracing);
     println!(
         "dbmetrics per-call overhead, one run (ns per call; overhead = variant - bare fn of the same kind;"
     );

@@ -3,9 +3,10 @@
 //! without it: every feature-gated public item of `dbmetrics` and `dbmetrics-runtime` carries
 //! `#[cfg_attr(docsrs, doc(cfg(feature = "...")))]`, the badge rustdoc shows.
 //!
-//! Feature-gated items are those under `#[cfg(feature = "x")]` themselves, and the public
-//! items and trait implementations of a module declared under it (`#[cfg(feature = "x")] mod
-//! deadpool;`). Hidden items (`#[doc(hidden)]`) and test modules are left out.
+//! Feature-gated items are those under `#[cfg(feature = "x")]` (or `any(..)` of features)
+//! themselves, and the public items and trait implementations of a module declared under it
+//! (`#[cfg(feature = "x")] mod deadpool;`, every file of a folder module). Hidden items
+//! (`#[doc(hidden)]`), implementations for private types and test modules are left out.
 
 use std::path::{Path, PathBuf};
 
@@ -20,15 +21,56 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn badge(feature: &str) -> String {
-    format!("#[cfg_attr(docsrs, doc(cfg(feature = \"{feature}\")))]")
+/// The predicate of a `#[cfg(..)]` line that needs a feature (`feature = "x"`,
+/// `any(feature = "x", feature = "y")`); `None` for other lines and for `not(..)`, which
+/// docs.rs (all features) never shows.
+fn gate(line: &str) -> Option<&str> {
+    let predicate = line.trim().strip_prefix("#[cfg(")?.strip_suffix(")]")?;
+    (predicate.contains("feature = ") && !predicate.starts_with("not(")).then_some(predicate)
 }
 
-/// The feature of a `#[cfg(feature = "x")]` line.
-fn gate(line: &str) -> Option<&str> {
-    line.trim()
-        .strip_prefix("#[cfg(feature = \"")?
-        .strip_suffix("\")]")
+/// The badge for `predicate`.
+fn badge(predicate: &str) -> String {
+    format!("#[cfg_attr(docsrs, doc(cfg({predicate})))]")
+}
+
+/// Types of `lines` that are not public: rustdoc shows no implementation for them.
+fn private_types(lines: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let t = match t.strip_prefix("pub(") {
+                Some(rest) => rest.split_once(')')?.1.trim_start(),
+                None if t.starts_with("pub ") => return None,
+                None => t,
+            };
+            let rest = t
+                .strip_prefix("struct ")
+                .or_else(|| t.strip_prefix("enum "))?;
+            Some(
+                rest.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The self type's name of an `impl .. for Type<..> {` line.
+fn self_type(line: &str) -> &str {
+    let after = line
+        .rsplit_once(" for ")
+        .map_or("", |(_, t)| t)
+        .trim_start();
+    let after = after.trim_start_matches('&').trim_start_matches("'p ");
+    after
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .next()
+        .unwrap_or("")
+        .rsplit("::")
+        .next()
+        .unwrap_or("")
 }
 
 /// The lines of `text` before its unit-test module.
@@ -88,13 +130,15 @@ fn every_feature_gated_item_says_which_feature_it_needs() {
                 .and_then(|m| m.strip_suffix(';'))
             {
                 let dir = file.parent().unwrap();
-                for candidate in [
-                    dir.join(format!("{name}.rs")),
-                    dir.join(name).join("mod.rs"),
-                ] {
-                    if candidate.exists() {
-                        gated_files.push((candidate, feature.to_owned()));
-                    }
+                let single = dir.join(format!("{name}.rs"));
+                if single.exists() {
+                    gated_files.push((single, feature.to_owned()));
+                }
+                let folder = dir.join(name);
+                if folder.is_dir() {
+                    let mut inside = Vec::new();
+                    rust_files(&folder, &mut inside);
+                    gated_files.extend(inside.into_iter().map(|f| (f, feature.to_owned())));
                 }
             }
         }
@@ -127,10 +171,16 @@ fn every_feature_gated_item_says_which_feature_it_needs() {
             }
         }
         // every item of a gated module
+        let private = private_types(&lines);
         for (_, feature) in gated_files.iter().filter(|(f, _)| f == file) {
             for (i, line) in lines.iter().enumerate() {
                 let top_level = !line.starts_with(' ') || line.trim_start().starts_with("impl");
                 if !top_level || !is_documented_item(line) {
+                    continue;
+                }
+                if line.trim_start().starts_with("impl")
+                    && private.iter().any(|p| p == self_type(line))
+                {
                     continue;
                 }
                 let attrs = attributes(&lines, i);

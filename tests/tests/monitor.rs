@@ -11,7 +11,8 @@ use dbmetrics::{
     TrackedPool, TrackedRepository, create_repository_middleware, monitor_database,
     setup_database_monitoring, track_query,
 };
-use dbmetrics_tests::{Exposition, database, prometheus, scrape, unique};
+use dbmetrics_tests::drivers::Driver;
+use dbmetrics_tests::{Exposition, database, per_driver, prometheus, scrape, unique};
 
 #[derive(Debug, thiserror::Error)]
 enum RepoError {
@@ -385,4 +386,34 @@ async fn a_second_setup_with_other_options_is_an_error_not_ignored() {
     let db = monitor_database(&pool, &service).unwrap();
     assert!(db.metrics.same_handle(&first));
     assert_eq!(db.metrics.poll_interval(), Duration::from_millis(100));
+}
+
+per_driver!(one_call_wires_every_driver);
+
+/// `monitor_database` takes every supported pool (`sqlx::PgPool`, bb8 with bb8-postgres, as
+/// deadpool): one name, one label, checkouts counted, the same pool health-checked.
+async fn one_call_wires_every_driver<D: Driver>() {
+    prometheus();
+    let service = unique(&format!("one_call_{}", D::NAME));
+    let pool = D::pool(&database().config, 2, Duration::from_secs(10));
+    let db = monitor_database(&pool, &service).unwrap();
+    assert_eq!(
+        (db.metrics.pool_name(), db.pool.name(), db.health.service()),
+        ("default", "default", service.as_str())
+    );
+    let mut conn = db.pool.get().await.unwrap();
+    D::execute(&mut conn, "SELECT 1").await.unwrap();
+    drop(conn);
+
+    let e = scrape_when_max(&service, "default", 2.0).await;
+    for counter in ["connections_acquired_total", "connections_released_total"] {
+        assert_eq!(
+            e.get(&name(&service, counter), &[("pool", "default")]),
+            Some(1.0),
+            "{counter}"
+        );
+    }
+    let summary = db.health.get_health_summary().await;
+    assert!(summary.connectivity, "{summary:?}");
+    assert_eq!(summary.pool_max_size, 2);
 }

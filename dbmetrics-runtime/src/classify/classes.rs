@@ -37,6 +37,19 @@ pub fn sqlstate_name(code: &str) -> &'static str {
     OTHER
 }
 
+/// The SQLSTATE of a PostgreSQL condition name, the inverse of [`sqlstate_name`]
+/// (`"undefined_table"` → `"42P01"`); `None` for dbmetrics' own classes (`connection`,
+/// `pool_timeout`, `other`, ...) and for anything else that is not a server error's name.
+///
+/// Traces and the OpenTelemetry naming give it as `db.response.status_code`. It is exact for
+/// every code of PostgreSQL's table but five whose condition name PostgreSQL gives to two codes
+/// (`string_data_right_truncation`, `null_value_not_allowed` and three of class 2F/38, where the
+/// first listed error code is given), and for a code missing from the table, which
+/// [`sqlstate_name`] names by its class (`"23xyz"` → `"23000"`).
+pub fn sqlstate_code(error_type: &str) -> Option<&'static str> {
+    super::sqlstate::condition_code(error_type)
+}
+
 /// Classifies an I/O error under a database call: the peer closing the connection
 /// (`UnexpectedEof`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`) is
 /// `connection_closed`, anything else `connection`. The same wherever the I/O error is found:
@@ -148,5 +161,24 @@ mod tests {
         assert_eq!(sqlstate_name("ZZ999"), "other");
         assert_eq!(sqlstate_name(""), "other");
         assert_eq!(sqlstate_name("é"), "other");
+    }
+
+    #[test]
+    fn sqlstate_codes_invert_the_names() {
+        assert_eq!(sqlstate_code("unique_violation"), Some("23505"));
+        assert_eq!(sqlstate_code("undefined_table"), Some("42P01"));
+        assert_eq!(sqlstate_code("query_canceled"), Some("57014"));
+        assert_eq!(sqlstate_code("string_data_right_truncation"), Some("22001"));
+        for own in [
+            CONNECTION,
+            CONNECTION_CLOSED,
+            POOL_TIMEOUT,
+            POOL_CLOSED,
+            PANIC,
+            OTHER,
+        ] {
+            assert_eq!(sqlstate_code(own), None, "{own}");
+        }
+        assert_eq!(sqlstate_code("warning"), None);
     }
 }

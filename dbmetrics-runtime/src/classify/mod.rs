@@ -17,5 +17,5 @@ pub use chain::{classify_pool, classify_postgres};
 pub(crate) use classes::ClassifyError;
 pub use classes::{
     CONNECTION, CONNECTION_CLOSED, OTHER, PANIC, POOL_CLOSED, POOL_TIMEOUT, ROW_NOT_FOUND,
-    classify_io, sqlstate_name,
+    classify_io, sqlstate_code, sqlstate_name,
 };

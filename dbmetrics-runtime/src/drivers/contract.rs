@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use crate::classify::{OTHER, POOL_TIMEOUT};
 use crate::pool::{Cleanup, PoolStatus, TimeoutStage};
 
 /// The pool type that type parameters default to, so that code written for deadpool-postgres
@@ -90,6 +91,15 @@ pub trait MonitoredPool: Clone + Send + Sync + 'static + sealed::Sealed {
     /// The stage of a checkout error that is a pool timeout.
     #[doc(hidden)]
     fn timeout_stage(error: &Self::Error) -> Option<TimeoutStage>;
+    /// The class of a checkout error (the `error.type` of the `pool.acquire` span, feature
+    /// `tracing`): by default `pool_timeout` for a timeout, else `other`.
+    #[doc(hidden)]
+    fn error_type(error: &Self::Error) -> &'static str {
+        match Self::timeout_stage(error) {
+            Some(_) => POOL_TIMEOUT,
+            None => OTHER,
+        }
+    }
     /// Takes back a connection that a cancelled or panicking call left, which may still run a
     /// statement: a driver that can check it passes it to [`Cleanup::start`] (see
     /// `pool/cleanup.rs`); the default returns it to the pool as it is.

@@ -95,6 +95,10 @@ impl MonitoredPool for Pool {
         }
     }
 
+    fn error_type(error: &PoolError) -> &'static str {
+        classify_pool(error)
+    }
+
     fn release_unfinished(connection: Object, cleanup: Cleanup) {
         cleanup.start(connection);
     }

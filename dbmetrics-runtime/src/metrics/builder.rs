@@ -9,6 +9,7 @@ use crate::drivers::DefaultPool;
 use crate::error::Error;
 use crate::health::HealthConfig;
 use crate::intern::intern;
+use crate::naming::Naming;
 use crate::pool::{MonitoredPool, Publishes};
 
 /// Sets up monitoring of `pool` for `service`: describes every metric of the catalog, registers
@@ -39,16 +40,16 @@ pub fn setup_database_monitoring<P: MonitoredPool>(
 impl DatabaseMetrics {
     /// Query and transaction metrics for `service` without any pool (no poller, no runtime
     /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
-    /// The `function` label follows the setting of the service's monitored pools, if any (off
-    /// otherwise): it holds for the whole service.
+    /// The `function` label and the [`Naming`] follow the setting of the service's monitored
+    /// pools, if any (off, and [`Naming::Service`], otherwise): they hold for the whole service.
     ///
     /// # Errors
     /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
     pub fn new(service: &str) -> Result<Self, Error> {
-        let function_label = registry::lock()
-            .any_of(service)
-            .is_some_and(|other| other.function_label());
-        Self::without_pool(service, None, function_label)
+        let other = registry::lock().any_of(service);
+        let function_label = other.as_ref().is_some_and(|other| other.function_label());
+        let naming = other.map_or(Naming::Service, |other| other.naming());
+        Self::without_pool(service, None, function_label, naming)
     }
 
     /// Starts configuring monitoring of `pool` for `service`.
@@ -88,20 +89,30 @@ pub struct DatabaseMetricsBuilder<P: MonitoredPool = DefaultPool> {
     service: String,
     pub(crate) pool_name: String,
     /// The options given (`None`: left out).
-    given: Options<Option<Duration>, Option<Option<Duration>>, Option<usize>, Option<bool>>,
+    given: GivenOptions,
     /// What a left-out option is for a new setup.
-    defaults: Options<Duration, Option<Duration>, usize, bool>,
+    defaults: Options<Duration, Option<Duration>, usize, bool, Naming>,
     /// Health check settings for [`build_monitored`](Self::build_monitored).
     pub(crate) health: HealthConfig,
 }
 
+/// The options a setup gave (`None`: left out).
+type GivenOptions = Options<
+    Option<Duration>,
+    Option<Option<Duration>>,
+    Option<usize>,
+    Option<bool>,
+    Option<Naming>,
+>;
+
 /// The options of one setup.
 #[derive(Clone, Copy, Debug)]
-struct Options<I, S, L, F> {
+struct Options<I, S, L, F, N> {
     poll_interval: I,
     slow_query_threshold: S,
     label_limit: L,
     function_label: F,
+    naming: N,
 }
 
 impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
@@ -115,12 +126,14 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
                 slow_query_threshold: None,
                 label_limit: None,
                 function_label: None,
+                naming: None,
             },
             defaults: Options {
                 poll_interval: DatabaseMetrics::DEFAULT_POLL_INTERVAL,
                 slow_query_threshold: Some(DatabaseMetrics::DEFAULT_SLOW_QUERY_THRESHOLD),
                 label_limit: DatabaseMetrics::DEFAULT_LABEL_LIMIT,
                 function_label: false,
+                naming: Naming::Service,
             },
             health: HealthConfig::default(),
         }
@@ -139,6 +152,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
             slow_query_threshold: metrics.slow_query_threshold(),
             label_limit: metrics.label_limit(),
             function_label: metrics.function_label(),
+            naming: metrics.naming(),
         };
         self
     }
@@ -190,6 +204,18 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
         self
     }
 
+    /// Which names the metrics are recorded under: [`Naming::Service`] (the default,
+    /// `{service}_database_*`) or [`Naming::OpenTelemetry`] (`db.client.operation.duration`,
+    /// `db.client.connection.*`; see [`crate::catalog`]).
+    ///
+    /// It names every series of the whole service, so every setup of one service has the same
+    /// naming (a setup that leaves it out takes the one in force; one that gives another is
+    /// [`Error::ConflictingSetup`]).
+    pub fn naming(mut self, naming: Naming) -> Self {
+        self.given.naming = Some(naming);
+        self
+    }
+
     /// The health check settings of [`build_monitored`](Self::build_monitored) (default
     /// [`HealthConfig::default`]: a 800 ms bound). Checked there: a zero timeout or a
     /// percentage outside 0–100 is [`Error::HealthConfig`].
@@ -205,7 +231,8 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// See [`setup_database_monitoring`]; also [`Error::ConflictingSetup`] when the service (and
     /// pool) is set up already with other options than the ones given here.
     pub fn build(self) -> Result<DatabaseMetrics, Error> {
-        let catalog = Catalog::new(&self.service)?;
+        // Validated first: a bad name is the error, whatever else is wrong.
+        Catalog::new(&self.service)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime {
             what: "setup_database_monitoring",
             task: "the pool poller",
@@ -240,17 +267,22 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
             }
         }
 
-        // The function label shapes every query series of the service: one setting for all.
-        let function_label = match active.any_of(&self.service) {
+        // The function label and the naming shape every series of the service: one setting
+        // for all.
+        let (function_label, naming) = match active.any_of(&self.service) {
             Some(other) => {
                 self.agrees_on_function_label(&other)?;
-                other.function_label()
+                self.agrees_on_naming(&other)?;
+                (other.function_label(), other.naming())
             }
-            None => self
-                .given
-                .function_label
-                .unwrap_or(self.defaults.function_label),
+            None => (
+                self.given
+                    .function_label
+                    .unwrap_or(self.defaults.function_label),
+                self.given.naming.unwrap_or(self.defaults.naming),
+            ),
         };
+        let catalog = Catalog::with_naming(&self.service, naming)?;
         // Pool names are few and live as long as the process's metrics; a static str keeps
         // the recording path free of reference counting.
         let metrics = DatabaseMetrics::from_parts(Parts {
@@ -317,7 +349,23 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
                 limit.to_string(),
             );
         }
-        self.agrees_on_function_label(existing)
+        self.agrees_on_function_label(existing)?;
+        self.agrees_on_naming(existing)
+    }
+
+    /// `Err` when this setup gives another naming than `existing`'s, which holds for the
+    /// whole service.
+    fn agrees_on_naming(&self, existing: &DatabaseMetrics) -> Result<(), Error> {
+        match self.given.naming {
+            Some(naming) if naming != existing.naming() => Err(Error::ConflictingSetup {
+                service: self.service.clone(),
+                pool: existing.pool_name().to_owned(),
+                option: "naming",
+                existing: format!("{:?}", existing.naming()),
+                requested: format!("{naming:?}"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// `Err` when this setup gives a function label setting other than `existing`'s, which

@@ -13,6 +13,7 @@ use super::series::SiteHandles;
 use super::site_cache::SiteCache;
 use crate::catalog::{Catalog, MetricInfo};
 use crate::error::Error;
+use crate::naming::Naming;
 use crate::pool::{MonitoredPool, PoolActivity, PoolSeries, Publishes, spawn_poller};
 use crate::record::{LabelBudget, QueryMetrics, Sample};
 use crate::slow_log::SlowLog;
@@ -122,7 +123,7 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Arc<dyn metrics::Recorder + Send + Sync>,
     ) -> Result<Self, Error> {
-        Self::without_pool(service, Some(recorder), false)
+        Self::without_pool(service, Some(recorder), false, Naming::Service)
     }
 
     /// Metrics for `service` without a pool, recording into `recorder` (`None`: the process's).
@@ -130,8 +131,9 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
         function_label: bool,
+        naming: Naming,
     ) -> Result<Self, Error> {
-        let catalog = Catalog::new(service)?.with_function_label(function_label);
+        let catalog = Catalog::with_naming(service, naming)?.with_function_label(function_label);
         let metrics = Self::from_parts(Parts {
             catalog,
             pool_name: None,
@@ -217,6 +219,12 @@ impl DatabaseMetrics {
     /// The service name every metric name starts with.
     pub fn service(&self) -> &str {
         self.inner.catalog.service()
+    }
+
+    /// The names this handle records under ([`Naming::Service`] unless set with
+    /// [`DatabaseMetricsBuilder::naming`](crate::DatabaseMetricsBuilder::naming)).
+    pub fn naming(&self) -> Naming {
+        self.inner.catalog.naming()
     }
 
     /// The `pool` label of this handle's pool metrics (`"default"` for metrics without a

@@ -45,12 +45,7 @@ pub(crate) struct PoolGauges {
 
 impl PoolGauges {
     fn new(catalog: &Catalog, pool: &'static str) -> Self {
-        let gauge = |m| {
-            register_gauge(
-                catalog.name(m),
-                vec![Label::from_static_parts("pool", pool)],
-            )
-        };
+        let gauge = |m| register_gauge(catalog.name(m), catalog.pool_labels(m, pool, None));
         Self {
             active: gauge(Metric::ConnectionsActive),
             idle: gauge(Metric::ConnectionsIdle),
@@ -119,33 +114,28 @@ pub(crate) struct Checkouts {
 impl Checkouts {
     /// Registers the checkout series of `pool`; counters start at 0 so they render at once.
     pub(crate) fn new(catalog: &Catalog, pool: &'static str, publishes: Publishes) -> Arc<Self> {
-        let labels = || vec![Label::from_static_parts("pool", pool)];
         let counter = |m| {
-            let c = register_counter(catalog.name(m), labels());
+            let c = register_counter(catalog.name(m), catalog.pool_labels(m, pool, None));
             c.increment(0);
             c
         };
-        let histogram = |m| register_histogram(catalog.name(m), labels());
+        let histogram = |m| register_histogram(catalog.name(m), catalog.pool_labels(m, pool, None));
+        // The OpenTelemetry naming counts every stage in one series: three handles of it.
         let timeouts = TimeoutStage::ALL.map(|stage| {
+            let m = Metric::ConnectionTimeouts;
             let c = register_counter(
-                catalog.name(Metric::ConnectionTimeouts),
-                vec![
-                    Label::from_static_parts("pool", pool),
-                    Label::from_static_parts("stage", stage.as_str()),
-                ],
+                catalog.name(m),
+                catalog.pool_labels(m, pool, Some(stage.as_str())),
             );
             c.increment(0);
             c
         });
         let discarded = publishes.discarded.then(|| {
             DiscardReason::ALL.map(|reason| {
-                let c = register_counter(
-                    catalog.name(Metric::ConnectionsDiscarded),
-                    vec![
-                        Label::from_static_parts("pool", pool),
-                        Label::from_static_parts("reason", reason.as_str()),
-                    ],
-                );
+                let m = Metric::ConnectionsDiscarded;
+                let mut labels = catalog.pool_labels(m, pool, None);
+                labels.push(Label::from_static_parts("reason", reason.as_str()));
+                let c = register_counter(catalog.name(m), labels);
                 c.increment(0);
                 c
             })

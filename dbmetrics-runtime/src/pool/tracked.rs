@@ -179,7 +179,7 @@ impl<P: MonitoredPool> TrackedPool<P> {
         let series = self.monitor.pool_series();
         let checkouts = series.as_ref().map(|s| &*s.checkouts);
         let waiter = Waiter::new(&self.activity, checkouts);
-        let result = self.pool.checkout().await;
+        let result = self.checkout().await;
         // No await from here on: the counts and the guard that undoes them appear together.
         waiter.done();
         let Some(checkouts) = series.as_ref().map(|s| &s.checkouts) else {
@@ -224,6 +224,23 @@ impl<P: MonitoredPool> TrackedPool<P> {
                 Err(err)
             }
         }
+    }
+
+    /// The pool's checkout, inside a `pool.acquire` span with the feature `tracing`.
+    #[cfg(feature = "tracing")]
+    async fn checkout(&self) -> Result<P::Connection, P::Error> {
+        let span = crate::record::acquire_span(self.name());
+        let result = tracing::Instrument::instrument(self.pool.checkout(), span.clone()).await;
+        if let Err(err) = &result {
+            crate::record::record_error(&span, P::error_type(err));
+        }
+        result
+    }
+
+    /// The pool's checkout.
+    #[cfg(not(feature = "tracing"))]
+    fn checkout(&self) -> impl std::future::Future<Output = Result<P::Connection, P::Error>> {
+        self.pool.checkout()
     }
 
     /// The underlying pool (checkouts through it are not counted; the gauges still see them).

@@ -12,7 +12,8 @@ use super::{CallSite, Outcome, QueryMetrics, Sample};
 /// Records one tracked call when finished, dropped (`cancelled`) or unwound (`panic`).
 ///
 /// Created by the code the macros generate and by the tracker; the hot path is two reads of
-/// the TSC clock and the recorder's atomic updates.
+/// the TSC clock and the recorder's atomic updates. With the feature `tracing`, the call also
+/// runs inside its own span (see `record::span`), entered while the body runs.
 #[must_use = "a CallGuard records when it is finished or dropped"]
 pub struct CallGuard<M: QueryMetrics> {
     metrics: M,
@@ -21,9 +22,33 @@ pub struct CallGuard<M: QueryMetrics> {
     /// A raw reading of [`clock`].
     start: u64,
     armed: bool,
+    /// What the body's polls see.
+    call: Call,
+}
+
+/// The state a running body shares with its guard.
+#[derive(Debug)]
+struct Call {
     /// Set while the tracked body runs (is polled): a panic then is the call's own panic; a
     /// guard dropped while some other code unwinds is a cancelled call.
     in_body: AtomicBool,
+    /// The call's span, entered while the body runs.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+impl Call {
+    /// Runs `f` as the body: flagged, and inside the call's span.
+    #[inline]
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "tracing")]
+        let _entered = self.span.enter();
+        self.in_body.store(true, Ordering::Relaxed);
+        let output = f();
+        // Not reached when `f` panics: the flag then says the body panicked.
+        self.in_body.store(false, Ordering::Relaxed);
+        output
+    }
 }
 
 impl<M: QueryMetrics> std::fmt::Debug for CallGuard<M> {
@@ -46,24 +71,26 @@ impl<M: QueryMetrics> CallGuard<M> {
             table,
             start: clock::now(),
             armed: true,
-            in_body: AtomicBool::new(false),
+            call: Call {
+                in_body: AtomicBool::new(false),
+                #[cfg(feature = "tracing")]
+                span: super::span::call_span(site, table),
+            },
         }
     }
 
     /// Runs the body of a tracked sync fn.
     #[inline]
     pub fn run<R>(&self, body: impl FnOnce() -> R) -> R {
-        self.in_body.store(true, Ordering::Relaxed);
-        let output = body();
-        self.in_body.store(false, Ordering::Relaxed);
-        output
+        self.call.enter(body)
     }
 
-    /// Wraps the body of a tracked async fn, to know when it is being polled.
+    /// Wraps the body of a tracked async fn, to know when it is being polled (and, with the
+    /// feature `tracing`, to enter the call's span on every poll).
     #[inline]
     pub fn body<F: Future>(&self, future: F) -> Body<'_, F> {
         Body {
-            in_body: &self.in_body,
+            call: &self.call,
             finished: false,
             future,
             window: DropWindow::default(),
@@ -71,18 +98,15 @@ impl<M: QueryMetrics> CallGuard<M> {
     }
 
     /// Polls the body of a call tracked without an attribute (a hand-written future that holds
-    /// the guard beside the body), with the flag set that tells its panics from a cancellation.
+    /// the guard beside the body), with the flag set that tells its panics from a cancellation
+    /// (and inside the call's span, with the feature `tracing`).
     #[inline]
     pub(crate) fn poll_body<F: Future>(
         &self,
         future: Pin<&mut F>,
         cx: &mut Context<'_>,
     ) -> Poll<F::Output> {
-        self.in_body.store(true, Ordering::Relaxed);
-        let poll = future.poll(cx);
-        // Not reached when the poll panics: the flag then says the body panicked.
-        self.in_body.store(false, Ordering::Relaxed);
-        poll
+        self.call.enter(|| future.poll(cx))
     }
 
     /// Records the call as ended with `outcome`.
@@ -94,6 +118,8 @@ impl<M: QueryMetrics> CallGuard<M> {
 
     #[inline]
     fn record(&self, outcome: Outcome) {
+        #[cfg(feature = "tracing")]
+        super::span::record_outcome(&self.call.span, outcome);
         let sample = Sample {
             site: self.site,
             table: self.table,
@@ -107,7 +133,7 @@ impl<M: QueryMetrics> CallGuard<M> {
 impl<M: QueryMetrics> Drop for CallGuard<M> {
     fn drop(&mut self) {
         if self.armed {
-            let outcome = if std::thread::panicking() && self.in_body.load(Ordering::Relaxed) {
+            let outcome = if std::thread::panicking() && self.call.in_body.load(Ordering::Relaxed) {
                 Outcome::Error {
                     error_type: crate::classify::PANIC,
                 }
@@ -120,7 +146,8 @@ impl<M: QueryMetrics> Drop for CallGuard<M> {
 }
 
 pin_project_lite::pin_project! {
-    /// The body of a tracked async fn, polled with the guard's `in_body` flag set.
+    /// The body of a tracked async fn, polled with the guard's `in_body` flag set (and inside
+    /// the call's span, with the feature `tracing`).
     ///
     /// Dropped before it finished (the call is cancelled), it drops the body's future inside a
     /// drop window, so that a connection the body holds knows it was left unfinished and is
@@ -128,7 +155,7 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     #[derive(Debug)]
     pub struct Body<'a, F> {
-        in_body: &'a AtomicBool,
+        call: &'a Call,
         finished: bool,
         #[pin]
         future: F,
@@ -152,10 +179,8 @@ impl<F: Future> Future for Body<'_, F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        this.in_body.store(true, Ordering::Relaxed);
-        let poll = this.future.poll(cx);
-        // Not reached when the poll panics: the flag then says the body panicked.
-        this.in_body.store(false, Ordering::Relaxed);
+        let future = this.future;
+        let poll = this.call.enter(|| future.poll(cx));
         if poll.is_ready() {
             *this.finished = true;
         }

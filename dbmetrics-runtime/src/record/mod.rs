@@ -8,6 +8,8 @@ mod guard;
 mod outcome;
 mod sample;
 pub(crate) mod site;
+#[cfg(feature = "tracing")]
+pub(crate) mod span;
 pub(crate) mod unfinished;
 
 pub use budget::LabelBudget;
@@ -21,6 +23,8 @@ pub use sample::{NoopMetrics, QueryMetrics, Sample};
 pub use site::CallSite;
 
 pub(crate) use site::SiteKind;
+#[cfg(feature = "tracing")]
+pub(crate) use span::{acquire_span, record_error};
 
 /// What only generated code uses: site constructors and the outcome of a returned value.
 pub(crate) mod private {

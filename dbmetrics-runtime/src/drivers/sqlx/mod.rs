@@ -93,6 +93,10 @@ impl MonitoredPool for PgPool {
         matches!(error, sqlx::Error::PoolTimedOut).then_some(TimeoutStage::Wait)
     }
 
+    fn error_type(error: &sqlx::Error) -> &'static str {
+        classify::classify_sqlx(error)
+    }
+
     fn release_unfinished(connection: PoolConnection<Postgres>, cleanup: Cleanup) {
         cleanup.start(connection);
     }

@@ -1,5 +1,5 @@
 //! Every compile error a user of the macros can hit, with its message committed in
-//! `tests/ui/*.stderr`.
+//! `ui/*.stderr`.
 
 #[test]
 fn ui() {
