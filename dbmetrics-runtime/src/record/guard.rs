@@ -32,9 +32,9 @@ struct Call {
     /// Set while the tracked body runs (is polled): a panic then is the call's own panic; a
     /// guard dropped while some other code unwinds is a cancelled call.
     in_body: AtomicBool,
-    /// The call's span, entered while the body runs.
+    /// The call's span, entered while the body runs (`None` until a subscriber is set).
     #[cfg(feature = "tracing")]
-    span: tracing::Span,
+    span: Option<tracing::Span>,
 }
 
 impl Call {
@@ -42,7 +42,7 @@ impl Call {
     #[inline]
     fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "tracing")]
-        let _entered = self.span.enter();
+        let _entered = self.span.as_ref().map(tracing::Span::enter);
         self.in_body.store(true, Ordering::Relaxed);
         let output = f();
         // Not reached when `f` panics: the flag then says the body panicked.

@@ -19,8 +19,10 @@
 //! `db.system.name`, `db.client.connection.pool.name` and, when the checkout fails,
 //! `error.type` and `otel.status_code = "error"`.
 //!
-//! Never SQL text or parameter values. Level `INFO`, target `dbmetrics`: a subscriber that
-//! filters that target out pays one atomic load per call.
+//! Never SQL text or parameter values. Level `INFO`, target `dbmetrics`. Until a `tracing`
+//! subscriber is set (globally or for a scope), no span is made at all: a call pays one
+//! relaxed atomic load (`tracing::dispatcher::has_been_set`). A subscriber that filters the
+//! target out pays the callsite's interest check.
 
 use tracing::Span;
 use tracing::field::Empty;
@@ -28,10 +30,14 @@ use tracing::field::Empty;
 use super::{CallSite, Outcome, SiteKind};
 use crate::classify::sqlstate_code;
 
-/// The span of one call of `site` on `table` (the transaction name for transactions).
+/// The span of one call of `site` on `table` (the transaction name for transactions); `None`
+/// while no subscriber has ever been set, so that the call does not even enter a disabled span.
 #[inline]
-pub(crate) fn call_span(site: &CallSite, table: &'static str) -> Span {
-    match site.kind() {
+pub(crate) fn call_span(site: &CallSite, table: &'static str) -> Option<Span> {
+    if !tracing::dispatcher::has_been_set() {
+        return None;
+    }
+    Some(match site.kind() {
         SiteKind::Query { operation, .. } => tracing::info_span!(
             target: "dbmetrics",
             "db.query",
@@ -54,7 +60,7 @@ pub(crate) fn call_span(site: &CallSite, table: &'static str) -> Span {
             db.response.status_code = Empty,
             otel.status_code = Empty,
         ),
-    }
+    })
 }
 
 /// The span of one checkout from the pool labelled `pool`.
@@ -73,7 +79,10 @@ pub(crate) fn acquire_span(pool: &str) -> Span {
 /// Records how the call ended on its span: nothing for a success; `error.type`,
 /// `db.response.status_code` (server errors) and `otel.status_code = "error"` otherwise.
 #[inline]
-pub(crate) fn record_outcome(span: &Span, outcome: Outcome) {
+pub(crate) fn record_outcome(span: &Option<Span>, outcome: Outcome) {
+    let Some(span) = span else {
+        return;
+    };
     if span.is_disabled() {
         return;
     }
