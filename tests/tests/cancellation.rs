@@ -42,6 +42,8 @@ const BOUND: Duration = Duration::from_secs(120);
 const DEADLINE: Duration = Duration::from_secs(20);
 /// The bound for the server to stop a cancelled statement.
 const SERVER_STOPS_WITHIN: Duration = Duration::from_secs(3);
+/// The storms run one at a time (each with its own runtime: a runtime-agnostic lock).
+static STORMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------------------------------------
 // The repository under test
@@ -559,6 +561,8 @@ async fn macro_sleep<D: Driver>(
 async fn a_storm_of_cut_off_calls_leaves_nothing_running<D: Cleans>() {
     const CALLS: u64 = 2_000;
     const BATCH: u64 = 100;
+    // One storm at a time: they share the machine with every other test of this binary.
+    let _storm = STORMS.lock().await;
     bounded(async {
         let service = unique("cancel_storm");
         let n = Names(&service);
@@ -1002,6 +1006,8 @@ async fn a_panic_mid_statement_cancels_it_on_the_server() {
 async fn a_storm_of_cancelled_calls_leaves_nothing_running_and_counts_everything() {
     const CALLS: u64 = 2_000;
     const BATCH: u64 = 100;
+    // One storm at a time: they share the machine with every other test of this binary.
+    let _storm = STORMS.lock().await;
     bounded(async {
         let service = unique("cancel_storm");
         let n = Names(&service);
