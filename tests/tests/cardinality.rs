@@ -60,6 +60,16 @@ fn retained(f: impl FnOnce()) -> i64 {
     LIVE.with(|live| live.get())
 }
 
+/// The tests of this file run one at a time: the exporter's upkeep, run on the measuring
+/// thread, drains every service's samples, so another test's new series would be counted.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const DISTINCT: usize = 100_000;
 const LIMIT: usize = 1000;
 
@@ -79,6 +89,7 @@ fn each_name(prefix: &str, mut call: impl FnMut(&str)) {
 
 #[test]
 fn run_time_tables_beyond_the_limit_overflow_and_memory_stays_bounded() {
+    let _serial = one_at_a_time();
     prometheus();
     let service = unique("card_tables");
     let metrics = DatabaseMetrics::new(&service).unwrap();
@@ -134,6 +145,7 @@ fn run_time_tables_beyond_the_limit_overflow_and_memory_stays_bounded() {
 
 #[test]
 fn run_time_transaction_names_and_a_custom_limit() {
+    let _serial = one_at_a_time();
     prometheus();
     let service = unique("card_tx");
     let pool = dbmetrics_tests::database().pool(1);
