@@ -19,7 +19,8 @@ use crate::pool::MonitoredPool;
 /// [`DatabaseMetricsBuilder`] for the options (poll interval, pool name, slow-query log).
 ///
 /// # Errors
-/// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`;
+/// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*` or
+///   starts with `__`;
 /// - [`Error::NoRuntime`] outside a Tokio runtime;
 /// - [`Error::DuplicatePool`] when the service already monitors another (open) pool under the
 ///   same pool name.
@@ -44,7 +45,8 @@ impl DatabaseMetrics {
     /// pools, if any (off, and [`Naming::Service`], otherwise): they hold for the whole service.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*` or starts
+    /// with `__`.
     pub fn new(service: &str) -> Result<Self, Error> {
         let other = registry::lock().any_of(service);
         let function_label = other.as_ref().is_some_and(|other| other.function_label());
