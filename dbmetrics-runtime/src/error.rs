@@ -57,7 +57,7 @@ pub enum Error {
         /// The pool label of the setup in force.
         pool: String,
         /// The builder option: `poll_interval`, `slow_query_threshold`, `label_limit`,
-        /// `function_label` (which holds for the whole service).
+        /// `function_label`, `naming` (the last three hold for the whole service).
         option: &'static str,
         /// Its value in force.
         existing: String,

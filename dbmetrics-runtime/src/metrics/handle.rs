@@ -46,8 +46,9 @@ pub(super) struct Inner {
     counts_created: bool,
     /// The monitored pool, once registered (see [`PoolRef`]).
     pool_ref: OnceLock<PoolRef>,
-    /// The bound on names given at run time.
-    budget: LabelBudget,
+    /// The bound on names given at run time: the one of the service, shared by all its
+    /// handles (but a `testing::MetricsCapture`'s own).
+    budget: Arc<LabelBudget>,
     /// Never sent on: dropped with the last handle, which stops the poller at once. Its
     /// receiver count says whether a poller runs.
     stop: watch::Sender<()>,
@@ -91,7 +92,8 @@ pub(super) struct Parts {
     pub(super) counts_created: bool,
     pub(super) poll_interval: Duration,
     pub(super) slow_query_threshold: Option<Duration>,
-    pub(super) label_limit: usize,
+    /// The service's bound on names given at run time.
+    pub(super) budget: Arc<LabelBudget>,
     pub(super) recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
@@ -124,7 +126,9 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Arc<dyn metrics::Recorder + Send + Sync>,
     ) -> Result<Self, Error> {
-        Self::without_pool(service, Some(recorder), false, Naming::Service)
+        // A budget of its own: a capture is apart from the rest of the process.
+        let budget = Arc::new(LabelBudget::new(service, Self::DEFAULT_LABEL_LIMIT));
+        Self::without_pool(service, Some(recorder), false, Naming::Service, budget)
     }
 
     /// Metrics for `service` without a pool, recording into `recorder` (`None`: the process's).
@@ -133,6 +137,7 @@ impl DatabaseMetrics {
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
         function_label: bool,
         naming: Naming,
+        budget: Arc<LabelBudget>,
     ) -> Result<Self, Error> {
         let catalog = Catalog::with_naming(service, naming)?.with_function_label(function_label);
         let metrics = Self::from_parts(Parts {
@@ -141,7 +146,7 @@ impl DatabaseMetrics {
             counts_created: false,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(Self::DEFAULT_SLOW_QUERY_THRESHOLD),
-            label_limit: Self::DEFAULT_LABEL_LIMIT,
+            budget,
             recorder,
         });
         metrics.inner.describe(epoch::current());
@@ -167,7 +172,7 @@ impl DatabaseMetrics {
                     .map(|name| RwLock::new(PoolLabel { name, series: None })),
                 counts_created: parts.counts_created,
                 pool_ref: OnceLock::new(),
-                budget: LabelBudget::new(parts.label_limit),
+                budget: parts.budget,
                 stop: watch::Sender::new(()),
                 recorder: parts.recorder,
             }),
@@ -275,10 +280,15 @@ impl DatabaseMetrics {
         self.inner.slow_query_threshold
     }
 
-    /// How many run-time names of each kind this handle admits as label values
+    /// How many run-time names of each kind this handle's service admits as label values
     /// ([`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit)).
     pub fn label_limit(&self) -> usize {
         self.inner.budget.limit()
+    }
+
+    /// The service's bound on names given at run time, shared by all its handles.
+    pub(super) fn budget(&self) -> &Arc<LabelBudget> {
+        &self.inner.budget
     }
 
     /// Whether `query_duration_seconds` carries a `function` label
