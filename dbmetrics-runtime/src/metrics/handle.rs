@@ -248,8 +248,9 @@ impl DatabaseMetrics {
     }
 
     /// Publishes the monitored pool under `name` from now on: its gauges under the old label
-    /// drop to 0 and its counters there stop; every series continues under `name`. The caller
-    /// has checked that no other pool of the service uses `name`.
+    /// drop to 0 and its counters there stop (they stay exported, frozen); every series
+    /// continues under `name`, the gauges set at once. The caller has checked that no other
+    /// pool of the service uses `name`.
     pub(super) fn relabel(&self, name: &'static str) {
         let Some(lock) = &self.inner.pool else {
             return;
@@ -263,8 +264,23 @@ impl DatabaseMetrics {
         }
         label.name = name;
         drop(label);
-        // Registered at once, so that the new label renders before the poller's next tick.
-        let _series = self.pool_series();
+        // Published at once, not at the poller's next tick.
+        self.publish_gauges();
+    }
+
+    /// Registers the pool series in the current recorder epoch and sets the gauges from the
+    /// pool's status, as a poller tick does: after a relabel, and when the exporter is
+    /// installed, so that neither waits for the next tick. Nothing for metrics without a
+    /// pool, or a pool closed (its poller zeroes the gauges).
+    pub(super) fn publish_gauges(&self) {
+        let (Some(pool), Some(activity)) = (self.inner.pool_ref(), &self.inner.activity) else {
+            return;
+        };
+        if let Some(series) = self.pool_series()
+            && let Some(status) = pool.status()
+        {
+            series.gauges.set(status, activity.waiting());
+        }
     }
 
     /// How often the pool poller reads the pool status

@@ -21,6 +21,20 @@ pub(super) fn lock() -> MutexGuard<'static, Registry> {
     registry
 }
 
+/// Called by `dbmetrics::exporter` once it has installed the global recorder: from now on
+/// handles are resolved from it ([`super::epoch`]), and every monitored pool's series are
+/// registered with it and its gauges set at once, not at each poller's next tick.
+#[cfg(feature = "exporter")]
+pub(crate) fn recorder_installed() {
+    super::epoch::recorder_installed();
+    let registry = lock();
+    for registration in &registry.pools {
+        if let Some(inner) = registration.metrics.upgrade() {
+            DatabaseMetrics::from_inner(inner).publish_gauges();
+        }
+    }
+}
+
 pub(super) struct Registry {
     pools: Vec<Registration>,
     budgets: Vec<ServiceBudget>,
