@@ -27,7 +27,9 @@ use crate::pool::MonitoredPool;
 ///
 /// Setting up the same service and the same pool twice returns the existing handle (one poller,
 /// the options of the first call); when the second call names another pool label, the pool's
-/// series move to that label (one pool is published under one label). A pool name whose pool
+/// series move to that label (one pool is published under one label; the label given last
+/// takes effect): a warning names the service and both labels, the old label's gauges drop to
+/// 0 and its counters stay exported with their last values. A pool name whose pool
 /// was closed or dropped can be given to a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
 /// handle is dropped; see [`crate::pool`].
 #[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
@@ -173,7 +175,9 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
         self
     }
 
-    /// The `pool` label (default `"default"`); tell several pools of one service apart.
+    /// The `pool` label (default `"default"`); tell several pools of one service apart. A pool
+    /// the service already monitors under another label moves to this one (see
+    /// [`setup_database_monitoring`]).
     pub fn pool_name(mut self, name: &str) -> Self {
         self.pool_name = name.to_owned();
         self

@@ -100,8 +100,9 @@ impl Registry {
     }
 
     /// When `service` monitors `pool` under another label than `name`, and no other open pool
-    /// of the service uses `name`: moves it to `name` and returns its handle. When `name` is
-    /// taken by another pool, logs why the pool keeps its label and returns its handle.
+    /// of the service uses `name`: moves it to `name` (logged as a warning naming the service
+    /// and both labels) and returns its handle. When `name` is taken by another pool (which
+    /// the caller has ruled out), logs why the pool keeps its label and returns its handle.
     pub(super) fn relabel<P: MonitoredPool>(
         &mut self,
         service: &str,
@@ -131,12 +132,16 @@ impl Registry {
             );
             return Some(metrics);
         }
-        tracing::info!(
+        // A warning: dashboards and alerts that select the old label lose the pool.
+        let from = registration.pool_name.as_str();
+        tracing::warn!(
             target: "dbmetrics",
             service,
-            from = %registration.pool_name,
+            from,
             to = name,
-            "pool label changed: this pool's series continue under the new label"
+            "service {service:?}: the pool labelled {from:?} is now published as pool={name:?}, \
+             the label given last (one pool, one label); its gauges under {from:?} drop to 0 \
+             and its counters there stop at their last values"
         );
         metrics.relabel(crate::intern::intern(name));
         registration.pool_name = name.to_owned();
