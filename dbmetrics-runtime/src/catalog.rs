@@ -567,7 +567,8 @@ impl Catalog {
     }
 }
 
-/// Checks that `value` matches `[a-zA-Z_][a-zA-Z0-9_]*`; `what` names the value in the error.
+/// Checks that `value` matches `[a-zA-Z_][a-zA-Z0-9_]*` and does not start with `__` (which
+/// Prometheus reserves for its own names); `what` names the value in the error.
 pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), Error> {
     let reason = match value
         .chars()
@@ -577,6 +578,15 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), Error
         _ if value.is_empty() => "it is empty".to_owned(),
         Some((0, c)) => format!("it starts with {c:?}{}", suggestion(value)),
         Some((i, c)) => format!("it contains {c:?} at position {i}{}", suggestion(value)),
+        None if value.starts_with("__") => {
+            let trimmed = value.trim_start_matches('_');
+            let hint = if trimmed.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                format!(" (did you mean {trimmed:?}?)")
+            } else {
+                String::new()
+            };
+            format!("it starts with \"__\", which Prometheus reserves for its own names{hint}")
+        }
         None => return Ok(()),
     };
     Err(Error::InvalidName {
@@ -586,14 +596,23 @@ pub(crate) fn validate_name(what: &'static str, value: &str) -> Result<(), Error
     })
 }
 
-/// ` (did you mean "my_service"?)` for `my-service`: every other character made `_`.
+/// ` (did you mean "my_service"?)` for `my-service`: every other character made `_`. Nothing
+/// for a name with a non-ASCII letter or digit (`ïnv`, `café`): a `_` in its place would not be
+/// the name meant, and no spelling of it is sure to be.
 fn suggestion(value: &str) -> String {
+    if value.chars().any(|c| !c.is_ascii() && c.is_alphanumeric()) {
+        return " (only ASCII letters, digits and underscores are allowed)".to_owned();
+    }
     let mut fixed: String = value
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     if fixed.starts_with(|c: char| c.is_ascii_digit()) {
         fixed.insert(0, '_');
+    }
+    if fixed.starts_with("__") {
+        // `-x` would become `_x`, but `--x` a reserved `__x`: keep one underscore.
+        fixed = format!("_{}", fixed.trim_start_matches('_'));
     }
     format!(" (did you mean {fixed:?}?)")
 }
@@ -675,7 +694,34 @@ mod tests {
                 "content-service",
                 "it contains '-' at position 7 (did you mean \"content_service\"?)",
             ),
-            ("café", "it contains 'é' at position 3"),
+            (
+                "café",
+                "it contains 'é' at position 3 (only ASCII letters, digits and underscores \
+                 are allowed)",
+            ),
+            (
+                "ïnv",
+                "it starts with 'ï' (only ASCII letters, digits and underscores are allowed)",
+            ),
+            (
+                "my-ïnv",
+                "it contains '-' at position 2 (only ASCII letters, digits and underscores \
+                 are allowed)",
+            ),
+            (
+                "__svc",
+                "it starts with \"__\", which Prometheus reserves for its own names \
+                 (did you mean \"svc\"?)",
+            ),
+            (
+                "__",
+                "it starts with \"__\", which Prometheus reserves for its own names;",
+            ),
+            (
+                "__9",
+                "it starts with \"__\", which Prometheus reserves for its own names;",
+            ),
+            ("--svc", "it starts with '-' (did you mean \"_svc\"?)"),
         ] {
             let err = Catalog::new(name).unwrap_err();
             let text = err.to_string();
@@ -683,5 +729,7 @@ mod tests {
             assert!(text.contains("[a-zA-Z_][a-zA-Z0-9_]*"), "{text}");
         }
         assert!(Catalog::new("_svc2").is_ok());
+        assert!(Catalog::new("_").is_ok());
+        assert!(Catalog::new("a__b").is_ok());
     }
 }

@@ -8,7 +8,8 @@ pub enum Error {
     /// A service or pool name that cannot be used in a Prometheus metric name or label.
     #[error(
         "invalid {what} name {name:?}: {reason}; a {what} name must match [a-zA-Z_][a-zA-Z0-9_]* \
-         (letters, digits and underscores, not starting with a digit), e.g. \"content_service\""
+         (ASCII letters, digits and underscores, not starting with a digit) and not start with \
+         \"__\", e.g. \"content_service\""
     )]
     InvalidName {
         /// `"service"` or `"pool"`.
@@ -56,7 +57,7 @@ pub enum Error {
         /// The pool label of the setup in force.
         pool: String,
         /// The builder option: `poll_interval`, `slow_query_threshold`, `label_limit`,
-        /// `function_label` (which holds for the whole service).
+        /// `function_label`, `naming` (the last three hold for the whole service).
         option: &'static str,
         /// Its value in force.
         existing: String,

@@ -1,7 +1,8 @@
 //! Installing the Prometheus exporter (`metrics-exporter-prometheus`) with dbmetrics' buckets.
 //!
 //! Order does not matter: monitoring set up, and tracked calls made, before the recorder is
-//! installed here reach it from then on (descriptions, pool gauges, every call site's series).
+//! installed here reach it from then on (descriptions; pool gauges, set at the install from each
+//! monitored pool's status; every call site's series).
 //! A recorder installed by other means (`metrics::set_global_recorder`, another exporter's
 //! `install`) gets only what is set up or first called after it: install it first.
 //!

@@ -108,10 +108,13 @@ impl InfrastructureEnhancer {
     /// Wraps `pool` so that its checkouts are counted and timed under `pool="{name}"`.
     ///
     /// The label also gets the pool gauges: the poller of the metrics is shared when `pool`
-    /// and `name` are the ones they monitor, else one is started for this label (same
-    /// interval). When that cannot be (no Tokio runtime, or `name` already labels another open
-    /// pool of this service), the checkouts are still counted and a warning is logged (target
-    /// `dbmetrics`).
+    /// and `name` are the ones they monitor; when `pool` is the pool they monitor under
+    /// another label, the pool moves to `name` (the label given last takes effect: one pool is
+    /// published under one label; a warning names the service and both labels, the old label's
+    /// gauges drop to 0 and its counters stay exported with their last values); another pool
+    /// gets a poller of its own (same interval). When that cannot be (no Tokio runtime, or
+    /// `name` already labels another open pool of this service), the checkouts are still
+    /// counted and a warning is logged (target `dbmetrics`).
     pub fn enhance_pool<P: MonitoredPool>(&self, pool: P, name: &str) -> TrackedPool<P> {
         TrackedPool::new(pool, &self.metrics, name)
     }

@@ -184,8 +184,8 @@ mod tests {
 
     #[test]
     fn a_full_budget_overflows_even_names_another_budget_admitted() {
-        let roomy = LabelBudget::new(10);
-        let full = LabelBudget::new(1);
+        let roomy = LabelBudget::new("svc", 10);
+        let full = LabelBudget::new("svc", 1);
         assert_eq!(
             site_table(query_site(
                 Some(&full),

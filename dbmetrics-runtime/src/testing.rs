@@ -83,7 +83,8 @@ impl MetricsCapture {
     /// An empty capture for `service` (the prefix of every metric name, as in production).
     ///
     /// # Errors
-    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*` or starts
+    /// with `__`.
     pub fn new(service: &str) -> Result<Self, Error> {
         let recorder = Arc::new(CaptureRecorder {
             registry: Registry::atomic(),

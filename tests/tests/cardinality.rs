@@ -7,9 +7,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
-use dbmetrics::{DatabaseMetrics, Operation, QueryPerformanceTracker};
-use dbmetrics_tests::{prometheus, scrape, unique};
+use dbmetrics::{DatabaseMetrics, Error, Operation, QueryPerformanceTracker, track_query};
+use dbmetrics_tests::{database, prometheus, scrape, unique};
 use futures::executor::block_on;
 
 struct LiveBytes;
@@ -195,5 +196,171 @@ fn run_time_transaction_names_and_a_custom_limit() {
         1.0
     );
     drop(metrics);
+    runtime.block_on(async { tokio::task::yield_now().await });
+}
+
+/// A `tracing` writer that keeps what is written (warnings of target `dbmetrics`).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_env_filter("dbmetrics=warn")
+            .with_ansi(false)
+            .finish()
+    }
+}
+
+#[track_query(select, "written_in_code", metrics = metrics)]
+fn attribute_call(metrics: &DatabaseMetrics) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+#[test]
+fn one_limit_per_service_and_kind_and_one_warning_naming_the_first_name_over_it() {
+    prometheus();
+    let service = unique("card_shared");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pool_a, pool_b) = (database().pool(1), database().pool(1));
+    // A handle made before any setup takes the limit the first setup gives.
+    let early = DatabaseMetrics::new(&service).unwrap();
+    assert_eq!(early.label_limit(), LIMIT);
+    let (primary, replica) = runtime.block_on(async {
+        let primary = DatabaseMetrics::builder(&pool_a, &service)
+            .label_limit(2)
+            .build()
+            .unwrap();
+        // Another pool of the service, its limit left out: the one in force.
+        let replica = DatabaseMetrics::builder(&pool_b, &service)
+            .pool_name("replica")
+            .build()
+            .unwrap();
+        (primary, replica)
+    });
+    assert_eq!(
+        [
+            early.label_limit(),
+            primary.label_limit(),
+            replica.label_limit()
+        ],
+        [2, 2, 2]
+    );
+    // Another limit for a third pool of the service: refused, not a budget of its own.
+    let err = runtime.block_on(async {
+        DatabaseMetrics::builder(&database().pool(1), &service)
+            .pool_name("third")
+            .label_limit(3)
+            .build()
+            .unwrap_err()
+    });
+    match err {
+        Error::ConflictingSetup {
+            option,
+            existing,
+            requested,
+            ..
+        } => assert_eq!(
+            (option, existing.as_str(), requested.as_str()),
+            ("label_limit", "2", "3")
+        ),
+        other => panic!("not a ConflictingSetup: {other}"),
+    }
+
+    let captured = Captured::default();
+    let subscriber = tracing::subscriber::set_default(captured.subscriber());
+    let query = |metrics: &DatabaseMetrics, table: &str| {
+        let tracker = QueryPerformanceTracker::new(metrics.clone());
+        let _: Result<(), std::io::Error> =
+            block_on(tracker.track_query(Operation::Select, table, async { Ok(()) }));
+    };
+    let transaction = |metrics: &DatabaseMetrics, name: &str| {
+        let tracker = QueryPerformanceTracker::new(metrics.clone());
+        let _: Result<(), std::io::Error> =
+            block_on(tracker.track_transaction(name, async { Ok(()) }));
+    };
+    // Three handles, one budget of 2 tables: "alpha" and "beta" are admitted, "gamma" is the
+    // first over the limit, "delta" the second.
+    query(&primary, "alpha");
+    query(&replica, "beta");
+    query(&early, "gamma");
+    query(&primary, "delta");
+    query(&replica, "alpha");
+    // Transaction names have a budget of their own: two admitted, then "tx_c" overflows.
+    for name in ["tx_a", "tx_b", "tx_c", "tx_d"] {
+        transaction(&replica, name);
+    }
+    // A table written in an attribute is never counted against the limit.
+    attribute_call(&early).unwrap();
+    drop(subscriber);
+
+    let e = scrape();
+    let name = format!("{service}_database_query_duration_seconds_count");
+    let tables: Vec<(String, f64)> = e
+        .matching(&name, &[("operation", "select"), ("result", "success")])
+        .iter()
+        .map(|line| (line.labels["table"].clone(), line.value))
+        .collect();
+    let mut tables = tables;
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        tables,
+        [
+            ("_overflow".to_owned(), 2.0),
+            ("alpha".to_owned(), 2.0),
+            ("beta".to_owned(), 1.0),
+            ("written_in_code".to_owned(), 1.0),
+        ]
+    );
+    let transactions = format!("{service}_database_transactions_total");
+    assert_eq!(
+        e.value(
+            &transactions,
+            &[("transaction", "_overflow"), ("result", "success")]
+        ),
+        2.0
+    );
+
+    let text = captured.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("label limit")).collect();
+    assert_eq!(warnings.len(), 2, "one warning per kind: {text}");
+    let table_warning = warnings.iter().find(|l| l.contains("table names")).unwrap();
+    assert!(
+        table_warning.contains("\"gamma\", the first over it"),
+        "{table_warning}"
+    );
+    assert!(!table_warning.contains("delta"), "{table_warning}");
+    assert!(table_warning.contains(&service), "{table_warning}");
+    assert!(table_warning.contains("label limit (2)"), "{table_warning}");
+    let tx_warning = warnings
+        .iter()
+        .find(|l| l.contains("transaction names"))
+        .unwrap();
+    assert!(
+        tx_warning.contains("\"tx_c\", the first over it"),
+        "{tx_warning}"
+    );
+    assert!(!tx_warning.contains("tx_d"), "{tx_warning}");
+
+    drop((early, primary, replica));
     runtime.block_on(async { tokio::task::yield_now().await });
 }

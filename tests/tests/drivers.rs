@@ -41,6 +41,7 @@ per_driver!(
     connections_cut_under_load_recover,
     a_leak_still_held_is_reported_by_the_poller,
     healthy_database_reads_healthy_with_both_json_shapes,
+    gauges_are_published_at_setup_and_at_a_relabel_not_at_the_next_tick,
 );
 
 /// The metric names of one service.
@@ -133,6 +134,35 @@ fn monitored<D: Driver>(
 
 async fn select_one<D: Driver>(conn: &mut dbmetrics::TrackedConnection<D::Pool>) {
     D::execute(conn, "SELECT 1").await.unwrap();
+}
+
+/// With a poller that ticks every 10 s (not once during the test), the gauges are rendered right
+/// after setup, and right after the pool moves to another label: no wait for a tick.
+async fn gauges_are_published_at_setup_and_at_a_relabel_not_at_the_next_tick<D: Driver>() {
+    prometheus();
+    let service = unique(&format!("drv_at_once_{}", D::NAME));
+    let n = Names(service.clone());
+    let pool = D::pool(&database().config, 3, ACQUIRE);
+    let metrics = DatabaseMetrics::builder(&pool, &service)
+        .pool_name("first")
+        .poll_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(n.gauges(&scrape(), "first"), [0.0, 0.0, 0.0, 3.0, 0.0]);
+
+    let enhancer = create_infrastructure_enhancer(metrics.clone());
+    let tracked = enhancer.enhance_pool(pool.clone(), "first");
+    let conn = tracked.get().await.unwrap();
+    // No tick since: the gauges still show the pool as it was at setup.
+    assert_eq!(n.gauges(&scrape(), "first"), [0.0, 0.0, 0.0, 3.0, 0.0]);
+
+    // The same pool under another label: its gauges move at once, with the pool as it is now.
+    let moved = enhancer.enhance_pool(pool.clone(), "second");
+    assert_eq!(moved.name(), "second");
+    let e = scrape();
+    assert_eq!(n.gauges(&e, "second"), [1.0, 0.0, 1.0, 3.0, 0.0]);
+    assert_eq!(n.gauges(&e, "first"), [0.0; 5]);
+    drop(conn);
 }
 
 async fn gauges_with_three_of_four_held_and_one_waiter<D: Driver>() {

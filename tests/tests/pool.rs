@@ -683,14 +683,33 @@ async fn a_pool_already_monitored_moves_to_the_name_given_when_enhanced() {
     let names = Names(service.clone());
     let pool = database().pool(2);
     let metrics = monitor(&pool, &service, "default");
+    // One checkout under the first label, so that its counters have something to keep.
+    let first =
+        create_infrastructure_enhancer(metrics.clone()).enhance_pool(pool.clone(), "default");
+    drop(first.get().await.unwrap());
     names
-        .wait_for_gauges("default", [0.0, 0.0, 0.0, 2.0, 0.0])
+        .wait_for_gauges("default", [0.0, 1.0, 1.0, 2.0, 0.0])
         .await;
     // The same pool, enhanced under another name: every series moves to `batch`, the pool is
-    // still counted once (one poller, one label).
+    // still counted once (one poller, one label), and the move is a warning naming the service
+    // and both labels. (The subscriber is this thread's: `enhance_pool` moves the pool here.)
+    let captured = Captured::default();
+    let subscriber = tracing::subscriber::set_default(captured.subscriber());
     let tracked =
         create_infrastructure_enhancer(metrics.clone()).enhance_pool(pool.clone(), "batch");
+    drop(subscriber);
+    let warning = captured.text();
+    assert_eq!(warning.lines().count(), 1, "{warning}");
+    assert!(warning.contains(" WARN dbmetrics: "), "{warning}");
+    assert!(
+        warning.contains(&format!(
+            "service {service:?}: the pool labelled \"default\" is now published as \
+             pool=\"batch\""
+        )),
+        "{warning}"
+    );
     assert_eq!(tracked.name(), "batch");
+    assert_eq!(first.name(), "batch");
     assert_eq!(metrics.pool_name(), "batch");
     drop(tracked.get().await.unwrap());
     let e = names
@@ -704,7 +723,8 @@ async fn a_pool_already_monitored_moves_to_the_name_given_when_enhanced() {
         names.counter(&e, "connections_released_total", "batch"),
         1.0
     );
-    // The old label's gauges dropped to 0 and its counters stopped.
+    // The old label's gauges dropped to 0; its counters stay exported with their last values
+    // (a recorder cannot forget a series), and stop there.
     for gauge in [
         "connections_active",
         "connections_idle",
@@ -720,8 +740,14 @@ async fn a_pool_already_monitored_moves_to_the_name_given_when_enhanced() {
     }
     assert_eq!(
         names.counter(&e, "connections_acquired_total", "default"),
-        0.0
+        1.0
     );
+    assert_eq!(
+        names.counter(&e, "connections_released_total", "default"),
+        1.0
+    );
+    // Summed over the pool label, the checkouts of the pool across the move: 2.
+    assert_eq!(e.sum(&names.of("connections_acquired_total"), &[]), 2.0);
     // Setting the pool up again under a third name moves it again: the same handle.
     let again = monitor(&pool, &service, "main");
     assert!(again.same_handle(&metrics));
@@ -729,4 +755,33 @@ async fn a_pool_already_monitored_moves_to_the_name_given_when_enhanced() {
     names
         .wait_for_gauges("main", [0.0, 1.0, 1.0, 2.0, 0.0])
         .await;
+}
+
+/// A `tracing` writer that keeps what is written (warnings of target `dbmetrics`).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_env_filter("dbmetrics=warn")
+            .with_ansi(false)
+            .finish()
+    }
 }

@@ -19,14 +19,17 @@ use crate::pool::{MonitoredPool, Publishes};
 /// [`DatabaseMetricsBuilder`] for the options (poll interval, pool name, slow-query log).
 ///
 /// # Errors
-/// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`;
+/// - [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*` or
+///   starts with `__`;
 /// - [`Error::NoRuntime`] outside a Tokio runtime;
 /// - [`Error::DuplicatePool`] when the service already monitors another (open) pool under the
 ///   same pool name.
 ///
 /// Setting up the same service and the same pool twice returns the existing handle (one poller,
 /// the options of the first call); when the second call names another pool label, the pool's
-/// series move to that label (one pool is published under one label). A pool name whose pool
+/// series move to that label (one pool is published under one label; the label given last
+/// takes effect): a warning names the service and both labels, the old label's gauges drop to
+/// 0 and its counters stay exported with their last values. A pool name whose pool
 /// was closed or dropped can be given to a new pool. The poller stops when the pool is closed (gauges set to 0) or when the last
 /// handle is dropped; see [`crate::pool`].
 #[must_use = "dropping every DatabaseMetrics handle stops the pool poller"]
@@ -42,14 +45,22 @@ impl DatabaseMetrics {
     /// needed). Useful for code that talks to PostgreSQL without a supported pool, and in tests.
     /// The `function` label and the [`Naming`] follow the setting of the service's monitored
     /// pools, if any (off, and [`Naming::Service`], otherwise): they hold for the whole service.
+    /// So does the [label limit](DatabaseMetricsBuilder::label_limit): run-time names recorded
+    /// through this handle count against the one budget of the service.
     ///
     /// # Errors
-    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*`.
+    /// [`Error::InvalidName`] when `service` does not match `[a-zA-Z_][a-zA-Z0-9_]*` or starts
+    /// with `__`.
     pub fn new(service: &str) -> Result<Self, Error> {
-        let other = registry::lock().any_of(service);
+        // Validated first: no budget is kept for a name that cannot be used.
+        Catalog::new(service)?;
+        let mut registry = registry::lock();
+        let other = registry.any_of(service);
         let function_label = other.as_ref().is_some_and(|other| other.function_label());
         let naming = other.map_or(Naming::Service, |other| other.naming());
-        Self::without_pool(service, None, function_label, naming)
+        let budget = registry.budget(service, Self::DEFAULT_LABEL_LIMIT);
+        drop(registry);
+        Self::without_pool(service, None, function_label, naming, budget)
     }
 
     /// Starts configuring monitoring of `pool` for `service`.
@@ -69,7 +80,7 @@ impl DatabaseMetrics {
             publishes: self.publishes(),
             poll_interval: self.poll_interval(),
             slow_query_threshold: None,
-            label_limit: 0,
+            budget: self.budget().clone(),
             recorder: None,
         });
         let _series = metrics.pool_series();
@@ -164,7 +175,9 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
         self
     }
 
-    /// The `pool` label (default `"default"`); tell several pools of one service apart.
+    /// The `pool` label (default `"default"`); tell several pools of one service apart. A pool
+    /// the service already monitors under another label moves to this one (see
+    /// [`setup_database_monitoring`]).
     pub fn pool_name(mut self, name: &str) -> Self {
         self.pool_name = name.to_owned();
         self
@@ -181,9 +194,18 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
     /// kind: tables (tracker, middleware), transaction names (`track_transaction`,
     /// `transaction::run`), and function names (middleware methods). Default
     /// [`DatabaseMetrics::DEFAULT_LABEL_LIMIT`] (1000). Further names record under
-    /// `table="_overflow"` (`transaction="_overflow"`), with one warning (target `dbmetrics`), and
-    /// every call is still counted once; series and memory stay bounded. Names written in
-    /// attributes (`#[track_query(select, "content")]`) are bounded by the code and never capped.
+    /// `table="_overflow"` (`transaction="_overflow"`, `function="_overflow"`), and every call
+    /// is still counted once; series and memory stay bounded. The first name refused is logged
+    /// (`WARN`, target `dbmetrics`, once per kind and service). Names written in attributes
+    /// (`#[track_query(select, "content")]`) are bounded by the code: never counted, never
+    /// capped.
+    ///
+    /// The limit is per service and per kind: every handle of the service (each pool's, those
+    /// of [`DatabaseMetrics::new`]) and so every tracker, middleware and `transaction::run` of
+    /// it draws on one budget. So every setup of one service has the same limit (a setup that
+    /// leaves it out takes the one in force; one that gives another is
+    /// [`Error::ConflictingSetup`]); handles made with `DatabaseMetrics::new` before the first
+    /// setup take the limit that setup gives.
     pub fn label_limit(mut self, limit: usize) -> Self {
         self.given.label_limit = Some(limit);
         self
@@ -282,6 +304,23 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
                 self.given.naming.unwrap_or(self.defaults.naming),
             ),
         };
+        // The label limit holds for the whole service too: one budget for all its handles.
+        let budget = active
+            .budget_for_setup(
+                &self.service,
+                self.given.label_limit,
+                self.defaults.label_limit,
+            )
+            .map_err(|in_force| Error::ConflictingSetup {
+                service: self.service.clone(),
+                pool: active.any_of(&self.service).map_or_else(
+                    || DatabaseMetrics::DEFAULT_POOL_NAME.to_owned(),
+                    |other| other.pool_name().to_owned(),
+                ),
+                option: "label_limit",
+                existing: in_force.to_string(),
+                requested: self.given.label_limit.unwrap_or_default().to_string(),
+            })?;
         let catalog = Catalog::with_naming(&self.service, naming)?;
         // Pool names are few and live as long as the process's metrics; a static str keeps
         // the recording path free of reference counting.
@@ -301,7 +340,7 @@ impl<P: MonitoredPool> DatabaseMetricsBuilder<P> {
                 .given
                 .slow_query_threshold
                 .unwrap_or(self.defaults.slow_query_threshold),
-            label_limit: self.given.label_limit.unwrap_or(self.defaults.label_limit),
+            budget,
             recorder: None,
         });
         // Describes the catalog and registers the pool series, so that they render at once.

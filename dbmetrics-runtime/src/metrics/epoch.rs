@@ -19,7 +19,8 @@ pub(crate) fn current() -> usize {
     usize::from(INSTALLED.load(Ordering::Relaxed))
 }
 
-/// Called by `dbmetrics::exporter` once it has installed the global recorder.
+/// Called once `dbmetrics::exporter` has installed the global recorder (through
+/// `registry::recorder_installed`, which then publishes the pool gauges to it).
 #[cfg(feature = "exporter")]
 pub(crate) fn recorder_installed() {
     INSTALLED.store(true, Ordering::Relaxed);

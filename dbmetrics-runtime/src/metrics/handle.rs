@@ -45,8 +45,9 @@ pub(super) struct Inner {
     publishes: Publishes,
     /// The monitored pool, once registered (see [`PoolRef`]).
     pool_ref: OnceLock<PoolRef>,
-    /// The bound on names given at run time.
-    budget: LabelBudget,
+    /// The bound on names given at run time: the one of the service, shared by all its
+    /// handles (but a `testing::MetricsCapture`'s own).
+    budget: Arc<LabelBudget>,
     /// Never sent on: dropped with the last handle, which stops the poller at once. Its
     /// receiver count says whether a poller runs.
     stop: watch::Sender<()>,
@@ -90,7 +91,8 @@ pub(super) struct Parts {
     pub(super) publishes: Publishes,
     pub(super) poll_interval: Duration,
     pub(super) slow_query_threshold: Option<Duration>,
-    pub(super) label_limit: usize,
+    /// The service's bound on names given at run time.
+    pub(super) budget: Arc<LabelBudget>,
     pub(super) recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
 }
 
@@ -123,7 +125,9 @@ impl DatabaseMetrics {
         service: &str,
         recorder: Arc<dyn metrics::Recorder + Send + Sync>,
     ) -> Result<Self, Error> {
-        Self::without_pool(service, Some(recorder), false, Naming::Service)
+        // A budget of its own: a capture is apart from the rest of the process.
+        let budget = Arc::new(LabelBudget::new(service, Self::DEFAULT_LABEL_LIMIT));
+        Self::without_pool(service, Some(recorder), false, Naming::Service, budget)
     }
 
     /// Metrics for `service` without a pool, recording into `recorder` (`None`: the process's).
@@ -132,6 +136,7 @@ impl DatabaseMetrics {
         recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
         function_label: bool,
         naming: Naming,
+        budget: Arc<LabelBudget>,
     ) -> Result<Self, Error> {
         let catalog = Catalog::with_naming(service, naming)?.with_function_label(function_label);
         let metrics = Self::from_parts(Parts {
@@ -140,7 +145,7 @@ impl DatabaseMetrics {
             publishes: Publishes::default(),
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             slow_query_threshold: Some(Self::DEFAULT_SLOW_QUERY_THRESHOLD),
-            label_limit: Self::DEFAULT_LABEL_LIMIT,
+            budget,
             recorder,
         });
         metrics.inner.describe(epoch::current());
@@ -166,7 +171,7 @@ impl DatabaseMetrics {
                     .map(|name| RwLock::new(PoolLabel { name, series: None })),
                 publishes: parts.publishes,
                 pool_ref: OnceLock::new(),
-                budget: LabelBudget::new(parts.label_limit),
+                budget: parts.budget,
                 stop: watch::Sender::new(()),
                 recorder: parts.recorder,
             }),
@@ -242,8 +247,9 @@ impl DatabaseMetrics {
     }
 
     /// Publishes the monitored pool under `name` from now on: its gauges under the old label
-    /// drop to 0 and its counters there stop; every series continues under `name`. The caller
-    /// has checked that no other pool of the service uses `name`.
+    /// drop to 0 and its counters there stop (they stay exported, frozen); every series
+    /// continues under `name`, the gauges set at once. The caller has checked that no other
+    /// pool of the service uses `name`.
     pub(super) fn relabel(&self, name: &'static str) {
         let Some(lock) = &self.inner.pool else {
             return;
@@ -257,8 +263,23 @@ impl DatabaseMetrics {
         }
         label.name = name;
         drop(label);
-        // Registered at once, so that the new label renders before the poller's next tick.
-        let _series = self.pool_series();
+        // Published at once, not at the poller's next tick.
+        self.publish_gauges();
+    }
+
+    /// Registers the pool series in the current recorder epoch and sets the gauges from the
+    /// pool's status, as a poller tick does: after a relabel, and when the exporter is
+    /// installed, so that neither waits for the next tick. Nothing for metrics without a
+    /// pool, or a pool closed (its poller zeroes the gauges).
+    pub(super) fn publish_gauges(&self) {
+        let (Some(pool), Some(activity)) = (self.inner.pool_ref(), &self.inner.activity) else {
+            return;
+        };
+        if let Some(series) = self.pool_series()
+            && let Some(status) = pool.status()
+        {
+            series.gauges.set(status, activity.waiting());
+        }
     }
 
     /// How often the pool poller reads the pool status
@@ -274,10 +295,15 @@ impl DatabaseMetrics {
         self.inner.slow_query_threshold
     }
 
-    /// How many run-time names of each kind this handle admits as label values
+    /// How many run-time names of each kind this handle's service admits as label values
     /// ([`DatabaseMetricsBuilder::label_limit`](crate::DatabaseMetricsBuilder::label_limit)).
     pub fn label_limit(&self) -> usize {
         self.inner.budget.limit()
+    }
+
+    /// The service's bound on names given at run time, shared by all its handles.
+    pub(super) fn budget(&self) -> &Arc<LabelBudget> {
+        &self.inner.budget
     }
 
     /// Whether `query_duration_seconds` carries a `function` label

@@ -13,5 +13,5 @@ pub use builder::{DatabaseMetricsBuilder, setup_database_monitoring};
 pub use handle::DatabaseMetrics;
 
 #[cfg(feature = "exporter")]
-pub(crate) use epoch::recorder_installed;
+pub(crate) use registry::recorder_installed;
 pub(crate) use series::{register_counter, register_gauge, register_histogram};

@@ -6,7 +6,7 @@
 
 use std::any::TypeId;
 
-use crate::pool::MonitoredPool;
+use crate::pool::{MonitoredPool, PoolStatus};
 
 /// The pool a `DatabaseMetrics` monitors, for identity checks.
 pub(super) struct PoolRef {
@@ -27,6 +27,11 @@ impl PoolRef {
         self.pool.is_open()
     }
 
+    /// The pool's status now; `None` once it is closed or gone.
+    pub(super) fn status(&self) -> Option<PoolStatus> {
+        self.pool.status()
+    }
+
     /// `pool` is the monitored pool (a clone of it).
     pub(super) fn is<P: MonitoredPool>(&self, pool: &P) -> bool {
         self.pool_type == TypeId::of::<P>() && self.pool.id() == Some(pool.id())
@@ -36,6 +41,7 @@ impl PoolRef {
 /// A registered pool, whatever its driver.
 trait RegisteredPool: Send + Sync {
     fn is_open(&self) -> bool;
+    fn status(&self) -> Option<PoolStatus>;
     fn id(&self) -> Option<usize>;
 }
 
@@ -43,7 +49,11 @@ struct Registered<P: MonitoredPool>(P::Weak);
 
 impl<P: MonitoredPool> RegisteredPool for Registered<P> {
     fn is_open(&self) -> bool {
-        P::upgrade(&self.0).is_some_and(|pool| pool.status().is_some())
+        self.status().is_some()
+    }
+
+    fn status(&self) -> Option<PoolStatus> {
+        P::upgrade(&self.0).and_then(|pool| pool.status())
     }
 
     fn id(&self) -> Option<usize> {

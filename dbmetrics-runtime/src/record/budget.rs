@@ -1,8 +1,10 @@
 //! [`LabelBudget`]: how many distinct names given at run time one service admits as label
 //! values (tables, transaction names, function names); the rest record under `_overflow`.
+//! Every `DatabaseMetrics` handle of a service shares one budget (the registry of the metrics
+//! hands it out).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use crate::intern::intern;
@@ -29,12 +31,15 @@ impl NameKind {
 }
 
 /// The run-time names one service admits: at most `limit` of each kind, interned once; every
-/// further one is [`OVERFLOW`], with one warning per kind.
+/// further one is [`OVERFLOW`], with one warning per kind naming the first name refused.
 #[doc(hidden)]
 pub struct LabelBudget {
     /// Tells budgets apart in per-thread caches.
     id: u64,
-    limit: usize,
+    /// The service, for the warning.
+    service: Box<str>,
+    /// Set once more when the first setup of the service comes after `DatabaseMetrics::new`.
+    limit: AtomicUsize,
     admitted: RwLock<[HashSet<&'static str>; 3]>,
     warned: [AtomicBool; 3],
 }
@@ -42,18 +47,20 @@ pub struct LabelBudget {
 impl std::fmt::Debug for LabelBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LabelBudget")
-            .field("limit", &self.limit)
+            .field("service", &self.service)
+            .field("limit", &self.limit())
             .finish_non_exhaustive()
     }
 }
 
 impl LabelBudget {
-    /// A budget of `limit` names of each kind.
-    pub(crate) fn new(limit: usize) -> Self {
+    /// A budget of `limit` names of each kind for `service`.
+    pub(crate) fn new(service: &str, limit: usize) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
-            limit,
+            service: service.into(),
+            limit: AtomicUsize::new(limit),
             admitted: RwLock::new(Default::default()),
             warned: Default::default(),
         }
@@ -61,7 +68,12 @@ impl LabelBudget {
 
     /// How many names of each kind it admits.
     pub(crate) fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Admits `limit` names of each kind from now on (names admitted already stay).
+    pub(crate) fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// A number no other budget has (never 0).
@@ -85,20 +97,24 @@ impl LabelBudget {
         if let Some(name) = admitted[set].get(name) {
             return name;
         }
-        if admitted[set].len() < self.limit {
+        if admitted[set].len() < self.limit() {
             let name = intern(name);
             admitted[set].insert(name);
             return name;
         }
         drop(admitted);
         if !self.warned[set].swap(true, Ordering::Relaxed) {
+            let kind = kind.label();
             tracing::warn!(
                 target: "dbmetrics",
-                kind = kind.label(),
-                limit = self.limit,
-                "more distinct {} names given at run time than the label limit; further ones \
-                 record under \"_overflow\" (DatabaseMetricsBuilder::label_limit)",
-                kind.label()
+                service = &*self.service,
+                kind,
+                limit = self.limit(),
+                first_overflowed = name,
+                "more distinct {kind} names given at run time than this service's label limit \
+                 ({}): {name:?}, the first over it, and every further new {kind} name record as \
+                 \"_overflow\" (DatabaseMetricsBuilder::label_limit); logged once",
+                self.limit(),
             );
         }
         OVERFLOW
@@ -111,13 +127,13 @@ mod tests {
 
     #[test]
     fn names_beyond_the_limit_overflow() {
-        let budget = LabelBudget::new(2);
+        let budget = LabelBudget::new("svc", 2);
         assert_eq!(budget.admit(NameKind::Table, "a"), "a");
         assert_eq!(budget.admit(NameKind::Table, "b"), "b");
         assert_eq!(budget.admit(NameKind::Table, "c"), OVERFLOW);
         assert_eq!(budget.admit(NameKind::Table, "a"), "a");
         // each kind has its own budget
         assert_eq!(budget.admit(NameKind::Transaction, "c"), "c");
-        assert_ne!(LabelBudget::new(1).id(), budget.id());
+        assert_ne!(LabelBudget::new("svc", 1).id(), budget.id());
     }
 }

@@ -86,6 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. A deadpool-postgres pool; one call gives its metrics (gauges polled), the tracked
     //    pool (checkouts counted and timed) and its health checker, from one service name.
+    //    Keep what it returns: `let _ = monitor_database(..)` drops every handle at once.
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let manager = Manager::from_config(
