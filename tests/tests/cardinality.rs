@@ -111,8 +111,11 @@ fn run_time_tables_beyond_the_limit_overflow_and_memory_stays_bounded() {
 
     // 100,000 more distinct names: no memory kept for any of them.
     let bytes = retained(|| each_name("tenant_", query));
+    // Keeping the names would retain at least 100,000 × 11 bytes (1.1 MB); what remains is
+    // noise of a few KiB: the exporter's sample blocks are freed through crossbeam-epoch's
+    // deferred garbage, sometimes by another thread after the measurement ends.
     assert!(
-        bytes < 16 * 1024,
+        bytes < 64 * 1024,
         "{bytes} bytes retained after {DISTINCT} distinct run-time tables"
     );
 
@@ -235,6 +238,7 @@ fn attribute_call(metrics: &DatabaseMetrics) -> Result<(), std::io::Error> {
 
 #[test]
 fn one_limit_per_service_and_kind_and_one_warning_naming_the_first_name_over_it() {
+    let _serial = one_at_a_time();
     prometheus();
     let service = unique("card_shared");
     let runtime = tokio::runtime::Builder::new_current_thread()
