@@ -263,10 +263,8 @@ where
             panic!("a TrackedCall was polled after it completed");
         };
         let output = ready!(guard.poll_body(this.future, cx));
-        let outcome = decide(&output, this.ok_if.take(), this.error_if.take());
-        if let State::Running(guard) = std::mem::replace(this.state, State::Done) {
-            guard.finish(outcome);
-        }
+        guard.finish_in_place(decide(&output, this.ok_if.take(), this.error_if.take()));
+        *this.state = State::Done;
         Poll::Ready(output)
     }
 }

@@ -112,6 +112,13 @@ impl<M: QueryMetrics> CallGuard<M> {
     /// Records the call as ended with `outcome`.
     #[inline]
     pub fn finish(mut self, outcome: Outcome) {
+        self.finish_in_place(outcome);
+    }
+
+    /// Records the call as ended with `outcome`, in place (for a future that holds its guard
+    /// in its state); the guard then records nothing more when dropped.
+    #[inline]
+    pub(crate) fn finish_in_place(&mut self, outcome: Outcome) {
         self.armed = false;
         self.record(outcome);
     }
