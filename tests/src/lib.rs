@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod capture;
 pub mod db;
 pub mod drivers;
 pub mod prom;
@@ -12,6 +13,7 @@ pub mod proxy;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use capture::Captured;
 pub use db::{Database, database, pool_for};
 pub use prom::Exposition;
 

@@ -7,9 +7,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 
 use dbmetrics::{DatabaseMetrics, Error, Operation, QueryPerformanceTracker, track_query};
+use dbmetrics_tests::Captured;
 use dbmetrics_tests::{database, prometheus, scrape, unique};
 use futures::executor::block_on;
 
@@ -200,35 +200,6 @@ fn run_time_transaction_names_and_a_custom_limit() {
     );
     drop(metrics);
     runtime.block_on(async { tokio::task::yield_now().await });
-}
-
-/// A `tracing` writer that keeps what is written (warnings of target `dbmetrics`).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let writer = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_env_filter("dbmetrics=warn")
-            .with_ansi(false)
-            .finish()
-    }
 }
 
 #[track_query(select, "written_in_code", metrics = metrics)]

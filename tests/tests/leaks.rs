@@ -3,45 +3,14 @@
 //! the warning is captured by a `tracing` subscriber set for the test's thread, and no other
 //! test of this process emits it.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dbmetrics::{DatabaseMetrics, create_infrastructure_enhancer};
+use dbmetrics_tests::Captured;
 use dbmetrics_tests::drivers::Driver;
 use dbmetrics_tests::{database, per_driver, prometheus, scrape, unique};
 
 per_driver!(a_connection_held_past_the_leak_threshold_is_logged_once_with_its_checkout);
-
-/// A `tracing` writer that keeps what is written.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    /// A subscriber writing warnings of target `dbmetrics` here.
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let writer = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_env_filter("dbmetrics=warn")
-            .with_ansi(false)
-            .finish()
-    }
-}
 
 async fn a_connection_held_past_the_leak_threshold_is_logged_once_with_its_checkout<D: Driver>() {
     prometheus();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use dbmetrics::{
     DatabaseMetrics, TrackedPool, create_infrastructure_enhancer, setup_database_monitoring,
 };
+use dbmetrics_tests::Captured;
 use dbmetrics_tests::{Exposition, database, prometheus, scrape, unique};
 use deadpool_postgres::{PoolError, TimeoutType};
 use rand::rngs::StdRng;
@@ -755,33 +756,4 @@ async fn a_pool_already_monitored_moves_to_the_name_given_when_enhanced() {
     names
         .wait_for_gauges("main", [0.0, 1.0, 1.0, 2.0, 0.0])
         .await;
-}
-
-/// A `tracing` writer that keeps what is written (warnings of target `dbmetrics`).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let writer = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_env_filter("dbmetrics=warn")
-            .with_ansi(false)
-            .finish()
-    }
 }
