@@ -551,6 +551,28 @@ async fn traffic(router: Router, duration: Duration, workers: usize) -> Arc<Stat
         let _ = handle.await;
     }
     progress.abort();
+    // The cut-off reports above are often cancelled while they wait for a batch connection.
+    // Two more on the now quiet pool get theirs and are cut mid-statement, so that every run
+    // shows the cleanup (a statement cancelled on the server, the busy connection discarded or
+    // drained, as the driver allows); the cleanup is given time to finish.
+    for _ in 0..2 {
+        let cut = tokio::time::timeout(
+            Duration::from_millis(500),
+            send(
+                &router,
+                Method::GET,
+                "/report?sleep=2&timeout_ms=5000",
+                None,
+            ),
+        )
+        .await;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        match cut {
+            Ok(_) => stats.ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => stats.client_timeout.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
     stats
 }
 
