@@ -50,6 +50,44 @@ fn rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// What both modes measure through.
+struct Service {
+    prometheus: dbmetrics::exporter::PrometheusHandle,
+    runtime: tokio::runtime::Runtime,
+    _pool: Pool,
+    metrics: DatabaseMetrics,
+}
+
+/// The Prometheus recorder and the `scale` service with `label_limit` (on a pool that never
+/// connects); `None`, said on stderr, when the recorder cannot be installed.
+fn service(label_limit: usize) -> Option<Service> {
+    let prometheus = match dbmetrics::exporter::install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            return None;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let pool = idle_pool();
+    let metrics = runtime
+        .block_on(async {
+            DatabaseMetrics::builder(&pool, "scale")
+                .label_limit(label_limit)
+                .build()
+        })
+        .expect("a valid service name");
+    Some(Service {
+        prometheus,
+        runtime,
+        _pool: pool,
+        metrics,
+    })
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -102,25 +140,15 @@ fn main() -> ExitCode {
     }
 
     let rss_start = rss_kib();
-    let prometheus = match dbmetrics::exporter::install_recorder() {
-        Ok(handle) => handle,
-        Err(e) => {
-            eprintln!("scale: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(Service {
+        prometheus,
+        runtime,
+        _pool,
+        metrics,
+    }) = service(100_000)
+    else {
+        return ExitCode::FAILURE;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
-    let pool = idle_pool();
-    let metrics = runtime
-        .block_on(async {
-            DatabaseMetrics::builder(&pool, "scale")
-                .label_limit(100_000)
-                .build()
-        })
-        .expect("a valid service name");
     let tracker = QueryPerformanceTracker::new(metrics);
     // Render once so the baseline holds the recorder's fixed costs.
     let _ = prometheus.render();
@@ -223,21 +251,15 @@ fn main() -> ExitCode {
 fn bounded() -> ExitCode {
     const CALLS: usize = 100_000;
     const TABLES: usize = 10_000;
-    let prometheus = match dbmetrics::exporter::install_recorder() {
-        Ok(handle) => handle,
-        Err(e) => {
-            eprintln!("scale: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(Service {
+        prometheus,
+        runtime,
+        _pool,
+        metrics,
+    }) = service(DatabaseMetrics::DEFAULT_LABEL_LIMIT)
+    else {
+        return ExitCode::FAILURE;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime");
-    let pool = idle_pool();
-    let metrics = runtime
-        .block_on(async { DatabaseMetrics::builder(&pool, "scale").build() })
-        .expect("a valid service name");
     let tracker = QueryPerformanceTracker::new(metrics);
     let _ = prometheus.render();
     let rss_base = rss_kib();
